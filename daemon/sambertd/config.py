@@ -1,0 +1,193 @@
+"""One typed configuration object, loaded from TOML, overridable by ``SAMBERTD_*`` variables.
+
+Every setting lives in ``config/sambertd.toml`` with its default and a comment; the dataclasses
+below are the single source of truth for names, types and defaults (a test keeps the two in
+step).  An environment variable ``SAMBERTD_<SECTION>_<KEY>`` (e.g. ``SAMBERTD_SERVER_PORT=9000``)
+wins over the file, so systemd drop-ins and Ansible can change one value without templating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATHS = (Path("/etc/sambertd/sambertd.toml"),)
+ENV_PREFIX = "SAMBERTD_"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    engines: tuple[str, ...] = ("baker",)
+    default_voice: str = "baker"
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    lexicon: str = ""
+    max_sentence_chars: int = 50
+    max_text_chars: int = 100_000
+    sentence_pause_ms: int = 250
+    sandhi: bool = True
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    format: str = "wav"
+    sample_rate: int = 0  # 0: the voice's native rate (the format's, for alaw/ulaw)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    source: str = "defaults"
+
+    def validate(self) -> Config:
+        """Cross-field checks a type cannot express; returns self for chaining."""
+        from sambertd.audio import SAMPLE_RATES, get_format
+
+        problems = []
+        if not 0 < self.server.port < 65536:
+            problems.append(f"server.port {self.server.port} is not a TCP port")
+        if not self.engine.engines:
+            problems.append("engine.engines is empty: name at least one engine")
+        if self.engine.threads < 1:
+            problems.append("engine.threads must be >= 1")
+        if self.frontend.max_sentence_chars < 8:
+            problems.append("frontend.max_sentence_chars must be >= 8")
+        if self.audio.sample_rate and self.audio.sample_rate not in SAMPLE_RATES:
+            problems.append(f"audio.sample_rate must be 0 or one of {SAMPLE_RATES}")
+        try:
+            get_format(self.audio.format)
+        except ValueError as exc:
+            problems.append(f"audio.format: {exc}")
+        if problems:
+            raise ConfigError(f"{self.source}: " + "; ".join(problems))
+        return self
+
+
+def sections() -> dict[str, type[Any]]:
+    """Section name → dataclass, e.g. ``{"server": ServerConfig, ...}``."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check/convert one value to its declared type; env strings are parsed here too."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return tuple(_coerce(v, typing.get_args(hint)[0], where) for v in value)
+    elif isinstance(hint, types.UnionType):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where}: expected {name}, got {value!r}")
+
+
+def _section(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()})
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``SAMBERTD_SERVER_PORT=9000`` → ``{"server": {"port": "9000"}}``; unknown names fail."""
+    out: dict[str, dict[str, str]] = {}
+    names = sections()
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        rest = key[len(ENV_PREFIX) :].lower()
+        section = next((s for s in names if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"{key}: no such section (have: {', '.join(names)})")
+        out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+    return out
+
+
+def find_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    """Explicit path, else ``$SAMBERTD_CONFIG``, else /etc/sambertd/sambertd.toml if present."""
+    if path:
+        return Path(path)
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    return next((p for p in DEFAULT_PATHS if p.is_file()), None)
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults ← TOML file ← environment, then validated."""
+    env = os.environ if env is None else env
+    found = find_path(path, env)
+    raw: dict[str, Any] = {}
+    if found is not None:
+        try:
+            raw = tomllib.loads(found.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{found}: cannot read: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{found}: not valid TOML: {exc}") from exc
+    source = str(found) if found else "defaults"
+    names = sections()
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
+    for section, values in env_overrides(env).items():
+        raw.setdefault(section, {}).update(values)
+    built = {
+        name: _section(cls, raw.get(name, {}), f"{source}: [{name}]")
+        for name, cls in names.items()
+    }
+    return Config(**built, source=source).validate()
