@@ -1,6 +1,8 @@
 # sambertd — developer and operator entry points. Everything installs itself (apt-get + pip).
 SHELL := /bin/bash
-PYTHON ?= python3
+# Debian's own interpreter, as on a fresh server (readable by the service user, unlike
+# an interpreter under /root).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

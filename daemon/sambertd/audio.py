@@ -33,7 +33,7 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("wav", "audio/wav", "WAV", "PCM_16"),
-        Format("pcm", "audio/L16", None, None),
+        Format("pcm", "audio/pcm", None, None),  # s16le mono; rate in X-Sample-Rate
         Format("mp3", "audio/mpeg", "MP3", "MPEG_LAYER_III"),
         Format("alaw", "audio/wav", "WAV", "ALAW", default_rate=8000),
         Format("ulaw", "audio/wav", "WAV", "ULAW", default_rate=8000),

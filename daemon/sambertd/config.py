@@ -30,6 +30,20 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 0  # 0: auto (4 per GPU, 1 per 2 CPU cores)
+    queue_size: int = 16
+    request_timeout_s: float = 30.0
+    max_body_bytes: int = 65536
+    max_request_chars: int = 5000
+    drain_timeout_s: float = 25.0
+    hang_timeout_s: float = 60.0
+    status_interval_s: float = 5.0
+
+    def worker_count(self, gpus: int = 0) -> int:
+        """Concurrent syntheses: 4 per GPU, else 1 per 2 CPU cores (each call uses 2 threads)."""
+        if self.workers:
+            return self.workers
+        return 4 * gpus if gpus else max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,7 @@ class EngineConfig:
 class FrontendConfig:
     lexicon: str = ""
     max_sentence_chars: int = 50
+    stream_first_chars: int = 16
     max_text_chars: int = 100_000
     sentence_pause_ms: int = 250
     sandhi: bool = True
@@ -71,10 +86,18 @@ class Config:
             problems.append(f"server.port {self.server.port} is not a TCP port")
         if not self.engine.engines:
             problems.append("engine.engines is empty: name at least one engine")
+        for name in ("request_timeout_s", "drain_timeout_s", "hang_timeout_s",
+                     "status_interval_s"):
+            if getattr(self.server, name) <= 0:
+                problems.append(f"server.{name} must be > 0")
+        if self.server.workers < 0 or self.server.queue_size < 0:
+            problems.append("server.workers and server.queue_size must be >= 0")
+        if self.server.max_body_bytes < 1024 or self.server.max_request_chars < 1:
+            problems.append("server.max_body_bytes must be >= 1024, max_request_chars >= 1")
         if self.engine.threads < 1:
             problems.append("engine.threads must be >= 1")
-        if self.frontend.max_sentence_chars < 8:
-            problems.append("frontend.max_sentence_chars must be >= 8")
+        if self.frontend.max_sentence_chars < 8 or self.frontend.stream_first_chars < 2:
+            problems.append("frontend.max_sentence_chars must be >= 8, stream_first_chars >= 2")
         if self.audio.sample_rate and self.audio.sample_rate not in SAMPLE_RATES:
             problems.append(f"audio.sample_rate must be 0 or one of {SAMPLE_RATES}")
         try:

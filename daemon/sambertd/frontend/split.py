@@ -44,11 +44,17 @@ def pack(clause_list: list[str], max_chars: int) -> list[str]:
     return out
 
 
-def split(text: str, max_chars: int = 50) -> list[str]:
-    """Synthesis units of at most ``max_chars`` characters, in reading order."""
-    if max_chars < 2:
+def split(text: str, max_chars: int = 50, first_max_chars: int | None = None) -> list[str]:
+    """Synthesis units of at most ``max_chars`` characters, in reading order.
+
+    ``first_max_chars`` caps the first unit harder: a stream's first chunk can only leave once
+    its unit is synthesized, so a short first unit (a clause) makes audio start sooner.
+    """
+    if max_chars < 2 or (first_max_chars is not None and first_max_chars < 2):
         raise ValueError("max_chars must be at least 2")
     units: list[str] = []
     for sentence in sentences(text):
         units.extend([sentence] if len(sentence) <= max_chars else pack(clauses(sentence), max_chars))
+    if first_max_chars and units and len(units[0]) > first_max_chars:
+        units[:1] = pack(clauses(units[0]), first_max_chars)
     return units

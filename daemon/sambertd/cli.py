@@ -1,0 +1,212 @@
+"""The ``sambertd`` command: what operators type (synth, voices, frontend, check)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sambertd import __version__, audio
+from sambertd.config import Config, ConfigError, load
+from sambertd.engines import EngineError, Prosody
+from sambertd.frontend import FrontendError
+from sambertd.frontend.lexicon import LexiconError
+
+USER_ERRORS = (ConfigError, EngineError, FrontendError, LexiconError, ValueError, OSError)
+
+
+def _config(ctx: click.Context) -> Config:
+    cfg: Config = ctx.obj["config"]
+    return cfg
+
+
+def _fail(exc: BaseException) -> None:
+    """One readable line on stderr and exit status 1 — never a traceback for user errors."""
+    click.echo(f"sambertd: error: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config (default: $SAMBERTD_CONFIG, then /etc/sambertd/sambertd.toml).")
+@click.version_option(__version__, prog_name="sambertd")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """sambertd: Chinese text-to-speech daemon and tools."""
+    try:
+        ctx.obj = {"config": load(config_path), "path": config_path}
+    except ConfigError as exc:
+        _fail(exc)
+
+
+def _read_text(text: str | None, infile: str | None) -> str:
+    if (text is None) == (infile is None):
+        raise click.UsageError("give the text as an argument or with -i FILE (not both)")
+    if infile is not None:
+        stream = sys.stdin if infile == "-" else open(infile, encoding="utf-8")  # noqa: SIM115
+        with stream:
+            return stream.read()
+    assert text is not None
+    return text
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("-i", "--input", "infile", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Read the text from a UTF-8 file ('-' for stdin).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write the audio ('-' for stdout).")
+@click.option("--voice", default="", help="Voice id (default: engine.default_voice).")
+@click.option("--emotion", default="neutral", show_default=True)
+@click.option("--speed", type=float, default=1.0, show_default=True, help="0.5–2.0")
+@click.option("--pitch", type=float, default=1.0, show_default=True, help="0.5–2.0")
+@click.option("--volume", type=float, default=1.0, show_default=True, help="0.0–2.0")
+@click.option("--format", "fmt", type=click.Choice(list(audio.FORMATS)), default=None,
+              help="Audio format (default: audio.format).")
+@click.option("--sample-rate", type=click.Choice([str(r) for r in audio.SAMPLE_RATES]),
+              default=None, help="Output rate (default: the voice's own).")
+@click.pass_context
+def synth(ctx: click.Context, text: str | None, infile: str | None, output: str, voice: str,
+          emotion: str, speed: float, pitch: float, volume: float, fmt: str | None,
+          sample_rate: str | None) -> None:
+    """Synthesize TEXT (or -i FILE) to an audio file."""
+    from sambertd.synth import Request, Synthesizer
+
+    cfg = _config(ctx)
+    try:
+        request = Request(
+            text=_read_text(text, infile),
+            voice=voice,
+            emotion=emotion,
+            prosody=Prosody(speed=speed, pitch=pitch, volume=volume),
+            format=fmt or cfg.audio.format,
+            sample_rate=int(sample_rate) if sample_rate else (cfg.audio.sample_rate or None),
+        )
+        synthesizer = Synthesizer(cfg)
+        with _progress() as progress:
+            result = synthesizer.render(request, on_sentence=progress)
+        _write(output, result.audio)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(
+        f"{output}: {result.duration:.2f} s, {result.sample_rate} Hz {result.format.name}, "
+        f"{result.sentences} sentence(s), voice {result.voice}",
+        err=True,
+    )
+
+
+class _progress:
+    """A tqdm bar over sentences, shown only when stderr is a terminal."""
+
+    def __enter__(self) -> _progress:
+        self.bar: Any = None
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty() or total < 2:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="sentence", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write(output: str, data: bytes) -> None:
+    """Write atomically: a reader never sees half a file, a failure never leaves one."""
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(output)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@main.command()
+@click.pass_context
+def voices(ctx: click.Context) -> None:
+    """List the voices of the configured engines."""
+    from sambertd.synth import Synthesizer
+
+    try:
+        synthesizer = Synthesizer(_config(ctx))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(f"{'VOICE':<14} {'ENGINE':<8} {'LANG':<6} {'RATE':>6}  EMOTIONS")
+    for v in synthesizer.voices():
+        click.echo(f"{v.id:<14} {v.engine:<8} {v.language:<6} {v.sample_rate:>6}  "
+                   f"{','.join(v.emotions)}")
+
+
+@main.command()
+@click.argument("text")
+@click.pass_context
+def frontend(ctx: click.Context, text: str) -> None:
+    """Show how TEXT is cleaned, normalized, split and read (to debug a misreading)."""
+    from sambertd.frontend import Frontend
+
+    cfg = _config(ctx).frontend
+    try:
+        fe = Frontend(cfg.lexicon or None, cfg.max_sentence_chars, cfg.max_text_chars,
+                      cfg.sandhi)
+        analysis = fe.analyse(text)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(f"cleaned:    {analysis.cleaned}")
+    click.echo(f"normalized: {analysis.normalized}")
+    for i, sentence in enumerate(analysis.sentences, 1):
+        words = " | ".join(f"{w.text} {' '.join(w.pinyin)}".strip() for w in sentence.words)
+        click.echo(f"[{i}] {sentence.text}")
+        click.echo(f"    {words}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Override server.host.")
+@click.option("--port", type=int, default=None, help="Override server.port.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the HTTP daemon (systemd Type=notify aware)."""
+    import asyncio
+    import dataclasses
+
+    from sambertd import logs, server
+
+    cfg = _config(ctx)
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **changes))
+    logs.setup()
+    try:
+        asyncio.run(server.serve(cfg, ctx.obj["path"]))
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the configuration, lexicon and engine files (like `nginx -t`)."""
+    from sambertd.synth import Synthesizer
+
+    cfg = _config(ctx)
+    try:
+        synthesizer = Synthesizer(cfg)
+        for engine in synthesizer.engines:
+            engine.load()
+        synthesizer.resolve("")
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(f"sambertd: configuration {cfg.source} is ok "
+               f"({len(synthesizer.voices())} voice(s), lexicon "
+               f"{len(synthesizer.frontend.lexicon)} entries)")

@@ -1,0 +1,378 @@
+"""The HTTP daemon: aiohttp in front, the worker pool behind, systemd around it.
+
+A request travels one straight path::
+
+    middleware (request id, JSON errors, metrics) → handler → validation → pool → engine
+        → encoder → response
+
+Life cycle (``sambertd serve``): listen → warm the engines up in a worker → READY=1 → serve;
+SIGHUP reloads config and lexicon without dropping requests; SIGTERM stops accepting, drains
+in-flight work within ``server.drain_timeout_s`` and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from sambertd import __version__, audio, openapi
+from sambertd.config import Config, ConfigError, load
+from sambertd.engines import EngineError, UnknownVoiceError
+from sambertd.frontend import FrontendError
+from sambertd.frontend.lexicon import LexiconError
+from sambertd.metrics import Metrics
+from sambertd.notify import Notifier
+from sambertd.pool import JobTimeout, QueueFull, WorkerPool
+from sambertd.synth import Plan, Synthesizer
+from sambertd.validation import ApiError, TtsCall, openai_call, tts_call
+
+log = logging.getLogger("sambertd")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+STATE: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
+    return web.Response(status=status, text=body, content_type="application/json",
+                        headers=headers)
+
+
+class Daemon:
+    """Shared state of one daemon process: config, synthesizer, pool, metrics, lifecycle."""
+
+    def __init__(self, config: Config, config_path: str | None = None,
+                 synthesizer: Synthesizer | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.synthesizer = synthesizer or Synthesizer(config)
+        self.pool = WorkerPool(config.server.worker_count(), config.server.queue_size)
+        self.metrics = Metrics()
+        self.notifier = Notifier()
+        self.warm = False
+        self.draining = False
+        self.served = 0
+        self.active = 0  # HTTP requests inside a synthesis handler (incl. streams)
+        self.metrics.bind(lambda: self.pool.depth, lambda: self.pool.in_flight,
+                          lambda: 1.0 if self.readiness()[0] else 0.0,
+                          lambda: self.pool.stats.cancelled)
+
+    # -- health ---------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """What /ready (and so keepalived) sees: warm, not draining, workers not wedged."""
+        if self.draining:
+            return False, "draining"
+        if not self.warm:
+            return False, "warming up"
+        if self.pool.stuck(self.config.server.hang_timeout_s):
+            return False, "worker hung"
+        return True, "ready"
+
+    def status_line(self) -> str:
+        state = self.readiness()[1]
+        return (f"{state}; in-flight {self.pool.in_flight}, queue {self.pool.depth}, "
+                f"served {self.served}")
+
+    # -- synthesis ------------------------------------------------------------------------
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work in the pool, mapping pool refusals onto HTTP errors."""
+        try:
+            return await self.pool.run(fn, *args, timeout=self.config.server.request_timeout_s)
+        except QueueFull:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(429, "busy", "all workers are busy and the queue is full",
+                           {"Retry-After": "1"}) from None
+        except JobTimeout:
+            self.metrics.rejected.labels("timeout").inc()
+            raise ApiError(503, "timeout", "synthesis did not finish in time",
+                           {"Retry-After": "1"}) from None
+
+    async def synthesize(self, http: web.Request, call: TtsCall) -> web.StreamResponse:
+        if self.draining or not self.warm:
+            raise ApiError(503, "not_ready", self.readiness()[1], {"Retry-After": "2"})
+        self.active += 1
+        try:
+            plan: Plan = await self.run(self.synthesizer.plan, call.request, call.stream)
+            if call.stream:
+                return await self._stream(http, plan)
+            return await self._whole(http, plan)
+        finally:
+            self.active -= 1
+            self.served += 1
+
+    async def _whole(self, http: web.Request, plan: Plan) -> web.Response:
+        started = time.perf_counter()
+        result = await self.run(self.synthesizer.render, plan.request)
+        self._account(plan, result.duration, time.perf_counter() - started)
+        headers = {"X-Audio-Duration": f"{result.duration:.3f}", "X-Voice": result.voice,
+                   "X-Sample-Rate": str(result.sample_rate)}
+        return web.Response(body=result.audio, content_type=result.format.content_type,
+                            headers=headers)
+
+    async def _stream(self, http: web.Request, plan: Plan) -> web.StreamResponse:
+        """One chunk per sentence; the first leaves as soon as sentence one is synthesized.
+        Each sentence is its own pool job, so a client that leaves frees the queue at once."""
+        started = time.perf_counter()
+        response = web.StreamResponse(headers={
+            "Content-Type": "audio/wav" if plan.format.name == "wav" else "audio/pcm",
+            "X-Voice": plan.voice.id, "X-Sample-Rate": str(plan.rate),
+        })
+        response.enable_chunked_encoding()
+        total = 0.0
+        for i in range(len(plan.sentences)):
+            chunk, seconds = await self.run(plan.chunk, i)
+            if i == 0:
+                await response.prepare(http)
+                if plan.format.name == "wav":
+                    await response.write(audio.wav_stream_header(plan.rate))
+                self.metrics.first_chunk.observe(time.perf_counter() - started)
+            await response.write(chunk)
+            total += seconds
+        await response.write_eof()
+        self._account(plan, total, time.perf_counter() - started)
+        return response
+
+    def _account(self, plan: Plan, seconds: float, elapsed: float) -> None:
+        self.metrics.audio_seconds.labels(plan.voice.id).inc(seconds)
+        if seconds > 0:
+            self.metrics.rtf.observe(elapsed / seconds)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        started = time.perf_counter()
+        await self.pool.run(self.synthesizer.warm_up)
+        self.warm = True
+        log.info("engines warm in %.2f s: %s", time.perf_counter() - started,
+                 ", ".join(f"{e.name} ({e.model_version})" for e in self.synthesizer.engines))
+
+    async def reload(self) -> None:
+        """SIGHUP: build a new synthesizer from the config file off the loop, then swap.
+        Requests already planned keep the old one; a bad config keeps the old one too."""
+        self.notifier.reloading()
+        try:
+            config = load(self.config_path)
+            fresh = Synthesizer(config)
+            await self.pool.run(fresh.warm_up)
+        except (ConfigError, LexiconError, EngineError, OSError) as exc:
+            self.metrics.reloads.labels("failed").inc()
+            log.error("reload failed, keeping the running configuration: %s", exc)
+        else:
+            self.config, self.synthesizer = config, fresh
+            self.metrics.reloads.labels("ok").inc()
+            log.info("reloaded configuration from %s (lexicon %d entries)", config.source,
+                     len(fresh.frontend.lexicon))
+        self.notifier.ready(self.status_line())
+
+    async def drain(self) -> None:
+        """Stop taking work and wait (bounded) for what is in flight."""
+        self.draining = True
+        self.notifier.stopping("draining")
+        log.info("draining: %d request(s) in flight", self.active)
+        deadline = time.monotonic() + self.config.server.drain_timeout_s
+        while (self.active or not self.pool.idle()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.active:
+            log.warning("drain timeout: %d request(s) still in flight", self.active)
+
+    async def watchdog(self) -> None:
+        """Ping systemd only while a worker can prove it runs: when every worker is stuck in a
+        synthesis past hang_timeout_s, or a probe cannot run, the pings stop and systemd
+        restarts us (WatchdogSec=)."""
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            hung = self.pool.stuck(self.config.server.hang_timeout_s)
+            alive = (not hung) and (not self.pool.idle() or await self.pool.probe(interval))
+            if alive:
+                self.notifier.watchdog()
+            else:
+                log.error("worker pool not responding: withholding watchdog ping")
+            await asyncio.sleep(interval)
+
+    async def status_loop(self) -> None:
+        while True:
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(self.config.server.status_interval_s)
+
+
+# -- HTTP layer -----------------------------------------------------------------------------
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, JSON errors for everything, and per-route metrics."""
+    daemon = request.app[STATE]
+    rid = request.headers.get("X-Request-Id", "")
+    rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        response = _http_error(exc)
+    except (FrontendError, UnknownVoiceError, ValueError, EngineError) as exc:
+        response = _domain_error(exc, daemon)
+    except asyncio.CancelledError:
+        daemon.metrics.requests.labels(name, "499").inc()  # client went away
+        raise
+    if not response.prepared:
+        response.headers["X-Request-Id"] = rid
+    daemon.metrics.requests.labels(name, str(response.status)).inc()
+    daemon.metrics.latency.labels(name).observe(time.perf_counter() - started)
+    return response
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return error_response(exc.status, codes.get(exc.status, "http_error"), exc.reason,
+                          headers)
+
+
+def _domain_error(exc: Exception, daemon: Daemon) -> web.Response:
+    if isinstance(exc, FrontendError):
+        return error_response(413 if exc.code == "text_too_long" else 422, exc.code, str(exc))
+    if isinstance(exc, UnknownVoiceError):
+        status = 422 if "emotion" in str(exc) else 404
+        return error_response(status, "unknown_voice" if status == 404 else "unknown_emotion",
+                              str(exc))
+    if isinstance(exc, EngineError):
+        log.error("engine error: %s", exc)
+        daemon.metrics.engine_errors.labels("engine").inc()
+        return error_response(503, "engine_error", "the speech engine failed; try again")
+    return error_response(422, "invalid_parameter", str(exc))
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    daemon = request.app[STATE]
+    if (request.content_length or 0) > daemon.config.server.max_body_bytes:
+        raise ApiError(413, "body_too_large",
+                       f"body over {daemon.config.server.max_body_bytes} bytes")
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid UTF-8 JSON: {exc}") from None
+
+
+def _tts_options(daemon: Daemon) -> dict[str, Any]:
+    cfg = daemon.config
+    return {"max_chars": cfg.server.max_request_chars, "default_format": cfg.audio.format,
+            "default_rate": cfg.audio.sample_rate}
+
+
+async def tts_post(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[STATE]
+    call = tts_call(await _json_body(request), **_tts_options(daemon))
+    return await daemon.synthesize(request, call)
+
+
+async def tts_get(request: web.Request) -> web.StreamResponse:
+    """For IVR systems that can only fetch a URL: the same parameters in the query string."""
+    daemon = request.app[STATE]
+    query = {k: request.query.getone(k) for k in request.query}
+    call = tts_call(query, from_query=True, **_tts_options(daemon))
+    return await daemon.synthesize(request, call)
+
+
+async def openai_speech(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[STATE]
+    call = openai_call(await _json_body(request),
+                       max_chars=daemon.config.server.max_request_chars)
+    return await daemon.synthesize(request, call)
+
+
+async def voices(request: web.Request) -> web.Response:
+    daemon = request.app[STATE]
+    items = [{"id": v.id, "engine": v.engine, "language": v.language,
+              "sample_rate": v.sample_rate, "sample_rates": list(audio.SAMPLE_RATES),
+              "emotions": list(v.emotions), "description": v.description,
+              "default": v.id == daemon.config.engine.default_voice}
+             for v in daemon.synthesizer.voices()]
+    return web.json_response({"voices": items})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive", "version": __version__})
+
+
+async def ready(request: web.Request) -> web.Response:
+    daemon = request.app[STATE]
+    ok, state = daemon.readiness()
+    body = {"status": state, "in_flight": daemon.pool.in_flight, "queue": daemon.pool.depth}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.spec(request.app[STATE].config))
+
+
+def create_app(daemon: Daemon) -> web.Application:
+    app = web.Application(middlewares=[middleware],
+                          client_max_size=daemon.config.server.max_body_bytes)
+    app[STATE] = daemon
+    app.router.add_post("/v1/tts", tts_post)
+    app.router.add_get("/v1/tts", tts_get, allow_head=False)
+    app.router.add_post("/v1/audio/speech", openai_speech)
+    app.router.add_get("/v1/voices", voices, allow_head=False)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    return app
+
+
+# -- process ----------------------------------------------------------------------------
+
+async def serve(config: Config, config_path: str | None = None) -> None:
+    """Run until SIGTERM/SIGINT; READY=1 only once the engines are warm."""
+    started = time.perf_counter()
+    daemon = Daemon(config, config_path)
+    runner = web.AppRunner(create_app(daemon), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=512)
+    await site.start()
+    log.info("sambertd %s listening on %s:%d (%d worker(s), queue %d)", __version__,
+             config.server.host, config.server.port, daemon.pool.workers,
+             daemon.pool.queue_size)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: tasks.add(loop.create_task(daemon.reload())))
+    await daemon.warm_up()
+    daemon.notifier.ready(daemon.status_line())
+    log.info("ready in %.2f s", time.perf_counter() - started)
+    background = [loop.create_task(daemon.watchdog()), loop.create_task(daemon.status_loop())]
+    await stop.wait()
+    await daemon.drain()
+    for task in [*background, *tasks]:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await runner.cleanup()
+    daemon.pool.shutdown()
+    log.info("stopped after serving %d request(s)", daemon.served)

@@ -1,0 +1,96 @@
+"""Start and stop a real ``sambertd serve`` process on a free loopback port (test helper)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DaemonProcess:
+    """One daemon process; settings come in as ``SAMBERTD_*`` variables, like a drop-in."""
+
+    def __init__(self, tmp: Path, **settings: str) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SAMBERTD_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+        env.update({"SAMBERTD_SERVER_PORT": str(self.port), "SAMBERTD_SERVER_HOST": "127.0.0.1"})
+        env.update({f"SAMBERTD_{k.upper()}": v for k, v in settings.items()})
+        self.log_path = tmp / f"daemon-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "sambertd", "serve"], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log()}")
+            try:
+                if self.get("/ready")[0] == 200:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"daemon not ready after {timeout} s: {self.log()}")
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None, raw: bytes | None = None,
+                timeout: float = 120) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = raw if raw is not None else (
+                None if body is None else json.dumps(body, ensure_ascii=False).encode())
+            hdrs = {"Content-Type": "application/json"} if data is not None else {}
+            hdrs.update(headers or {})
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        return self.request("GET", path, timeout=5)
+
+    def post(self, path: str, body: Any, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+        return self.request("POST", path, body, **kw)
+
+    def metric(self, name: str) -> float:
+        """Sum of every sample of ``name`` (all label sets)."""
+        text = self.get("/metrics")[2].decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name)] in " {":
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
