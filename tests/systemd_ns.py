@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 SYSTEMD = Path("/lib/systemd/systemd")
+INSIDE = Path("/run/test-work")  # where the test's work directory appears inside
 # Early-boot units that would touch host state or are pointless in a test namespace.
 MASK = ("systemd-sysusers.service", "systemd-binfmt.service", "systemd-remount-fs.service",
         "systemd-modules-load.service", "systemd-sysctl.service", "systemd-update-utmp.service",
@@ -80,12 +81,14 @@ class SystemdNamespace:
         script.write_text(textwrap.dedent(f"""\
             set -e
             mount --make-rprivate /
-            for d in /tmp /run /var/tmp /var/log; do mount -t tmpfs -o mode=1777 tmpfs $d; done
             mount --bind {passwd} /etc/passwd
             mount --bind {group} /etc/group
-            mkdir -p /run/systemd/system
+            mount -t tmpfs -o mode=755 tmpfs /run
+            mkdir -p /run/systemd/system {INSIDE}
             cp -r {unit_dir}/. /run/systemd/system/
             for u in {masks}; do ln -sf /dev/null /run/systemd/system/$u; done
+            mount --bind {self.work} {INSIDE}
+            for d in /tmp /var/tmp /var/log; do mount -t tmpfs -o mode=1777 tmpfs $d; done
             ip link set lo up
             exec {SYSTEMD} --system --unit=test-boot.target --log-level=notice
             """))

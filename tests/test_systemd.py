@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd_ns import SystemdNamespace, unavailable
+from tests.systemd_ns import INSIDE, SystemdNamespace, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 8080  # the namespace has its own loopback: no clash with anything on the host
@@ -76,13 +76,13 @@ def ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespace]:
 
 
 def http(ns: SystemdNamespace, path: str, body: str | None = None) -> tuple[int, int]:
-    args = [sys.executable, str(ns.work / "client.py"), path] + ([body] if body else [])
+    args = [sys.executable, str(INSIDE / "client.py"), path] + ([body] if body else [])
     out = ns.run(*args).stdout.split()
     return int(out[0]), int(out[1])
 
 
 def http_async(ns: SystemdNamespace, path: str, body: str):  # type: ignore[no-untyped-def]
-    return ns.popen(sys.executable, str(ns.work / "client.py"), path, body)
+    return ns.popen(sys.executable, str(INSIDE / "client.py"), path, body)
 
 
 def tts(text: str) -> str:
