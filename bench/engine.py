@@ -56,18 +56,25 @@ def main() -> None:
     t0 = time.perf_counter()
     synth = Synthesizer(Config(engine=EngineConfig(threads=args.threads)))
     synth.warm_up()
-    print(f"engine load + warm-up: {time.perf_counter() - t0:.2f} s "
-          f"({args.threads} threads, model {synth.engines[0].model_version})")
-    header = f"{'set':<10} {'lines':>5} {'chars':>6} {'audio s':>8} {'frontend s':>10} " \
-             f"{'total s':>8} {'RTF':>7} {'RTF eng':>8}"
+    print(
+        f"engine load + warm-up: {time.perf_counter() - t0:.2f} s "
+        f"({args.threads} threads, model {synth.engines[0].model_version})"
+    )
+    header = (
+        f"{'set':<10} {'lines':>5} {'chars':>6} {'audio s':>8} {'frontend s':>10} "
+        f"{'total s':>8} {'RTF':>7} {'RTF eng':>8}"
+    )
     print(header)
     print("-" * len(header))
     for name, lines in load_sets(args.texts).items():
         measure(synth, lines)  # warm caches (jieba, interpreters at these lengths)
         fe, total, audio, chars = min(
-            (measure(synth, lines) for _ in range(args.rounds)), key=lambda r: r[1])
-        print(f"{name:<10} {len(lines):>5} {chars:>6} {audio:>8.2f} {fe:>10.3f} "
-              f"{total:>8.3f} {total / audio:>7.4f} {(total - fe) / audio:>8.4f}")
+            (measure(synth, lines) for _ in range(args.rounds)), key=lambda r: r[1]
+        )
+        print(
+            f"{name:<10} {len(lines):>5} {chars:>6} {audio:>8.2f} {fe:>10.3f} "
+            f"{total:>8.3f} {total / audio:>7.4f} {(total - fe) / audio:>8.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("wav_dir", type=Path)
     parser.add_argument("--refs", type=Path, help="reference readings (default: the texts)")
     parser.add_argument("--voice", default="")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="score this many times: the listener itself varies run to run",
+    )
     args = parser.parse_args()
     args.wav_dir.mkdir(parents=True, exist_ok=True)
     synth = Synthesizer(load())
@@ -36,8 +42,26 @@ def main() -> None:
         print(f"{i:03d} {result.duration:5.2f}s {synth.frontend.analyse(line).normalized}")
     python = LISTENER / "venv" / "bin" / "python"
     if python.exists() and SCORER.exists():
-        subprocess.run([str(python), str(SCORER), str(LISTENER / "whisper-base"),
-                        str(args.refs or args.texts), str(args.wav_dir)], check=True)
+        rates = []
+        for _ in range(args.repeat):
+            out = subprocess.run(
+                [
+                    str(python),
+                    str(SCORER),
+                    str(LISTENER / "whisper-base"),
+                    str(args.refs or args.texts),
+                    str(args.wav_dir),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            print(out.rstrip())
+            rates.append(float(out.rsplit("syllable error rate ", 1)[1].split()[0]))
+        print(
+            f"syllable error rate over {len(rates)} listens: median "
+            f"{sorted(rates)[len(rates) // 2]:.4f}, min {min(rates):.4f}, max {max(rates):.4f}"
+        )
     else:
         print(f"listener not installed; run {SCORER.parent / 'setup.sh'} to score")
 

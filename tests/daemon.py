@@ -25,14 +25,21 @@ class DaemonProcess:
 
     def __init__(self, tmp: Path, **settings: str) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SAMBERTD_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SAMBERTD_", "NOTIFY_SOCKET", "WATCHDOG_"))
+        }
         env.update({"SAMBERTD_SERVER_PORT": str(self.port), "SAMBERTD_SERVER_HOST": "127.0.0.1"})
         env.update({f"SAMBERTD_{k.upper()}": v for k, v in settings.items()})
         self.log_path = tmp / f"daemon-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "sambertd", "serve"], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sambertd", "serve"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60) -> float:
         started = time.monotonic()
@@ -47,13 +54,22 @@ class DaemonProcess:
             time.sleep(0.05)
         raise TimeoutError(f"daemon not ready after {timeout} s: {self.log()}")
 
-    def request(self, method: str, path: str, body: Any = None,
-                headers: dict[str, str] | None = None, raw: bytes | None = None,
-                timeout: float = 120) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout: float = 120,
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            data = raw if raw is not None else (
-                None if body is None else json.dumps(body, ensure_ascii=False).encode())
+            data = (
+                raw
+                if raw is not None
+                else (None if body is None else json.dumps(body, ensure_ascii=False).encode())
+            )
             hdrs = {"Content-Type": "application/json"} if data is not None else {}
             hdrs.update(headers or {})
             conn.request(method, path, body=data, headers=hdrs)

@@ -8,6 +8,7 @@ Killing our PID 1 by pid ends everything inside the namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,12 +20,23 @@ from pathlib import Path
 SYSTEMD = Path("/lib/systemd/systemd")
 INSIDE = Path("/run/test-work")  # where the test's work directory appears inside
 # Early-boot units that would touch host state or are pointless in a test namespace.
-MASK = ("systemd-sysusers.service", "systemd-binfmt.service", "systemd-remount-fs.service",
-        "systemd-modules-load.service", "systemd-sysctl.service", "systemd-update-utmp.service",
-        "systemd-journal-flush.service", "systemd-tmpfiles-setup.service",
-        "systemd-tmpfiles-setup-dev.service", "proc-sys-fs-binfmt_misc.automount",
-        "systemd-hwdb-update.service", "systemd-machine-id-commit.service",
-        "systemd-random-seed.service", "systemd-firstboot.service", "ldconfig.service")
+MASK = (
+    "systemd-sysusers.service",
+    "systemd-binfmt.service",
+    "systemd-remount-fs.service",
+    "systemd-modules-load.service",
+    "systemd-sysctl.service",
+    "systemd-update-utmp.service",
+    "systemd-journal-flush.service",
+    "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-hwdb-update.service",
+    "systemd-machine-id-commit.service",
+    "systemd-random-seed.service",
+    "systemd-firstboot.service",
+    "ldconfig.service",
+)
 
 
 def unavailable() -> str | None:
@@ -33,8 +45,9 @@ def unavailable() -> str | None:
         return "needs root to create namespaces"
     if not SYSTEMD.exists() or not shutil.which("unshare") or not shutil.which("nsenter"):
         return "systemd, unshare or nsenter not installed"
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--net", "true"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount", "--net", "true"], capture_output=True
+    )
     if probe.returncode != 0:
         return f"the kernel forbids namespaces here: {probe.stderr.decode().strip()}"
     return None
@@ -65,7 +78,7 @@ class SystemdNamespace:
     def start(self, timeout: float = 30) -> None:
         unit_dir = self.work / "units"
         unit_dir.mkdir()
-        target = textwrap.dedent(f"""\
+        target = textwrap.dedent("""\
             [Unit]
             Description=sambertd test boot
             Wants=systemd-journald.service
@@ -78,7 +91,8 @@ class SystemdNamespace:
         passwd, group = self._identity_files()
         masks = " ".join(MASK)
         script = self.work / "boot.sh"
-        script.write_text(textwrap.dedent(f"""\
+        script.write_text(
+            textwrap.dedent(f"""\
             set -e
             mount --make-rprivate /
             mount --bind {passwd} /etc/passwd
@@ -91,16 +105,31 @@ class SystemdNamespace:
             for d in /tmp /var/tmp /var/log; do mount -t tmpfs -o mode=1777 tmpfs $d; done
             ip link set lo up
             exec {SYSTEMD} --system --unit=test-boot.target --log-level=notice
-            """))
+            """)
+        )
+        self._log = (self.work / "systemd.log").open("wb")  # closed in stop()
         self.proc = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--net", "--uts", "--ipc",
-             "bash", str(script)],
-            stdout=open(self.work / "systemd.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "--net",
+                "--uts",
+                "--ipc",
+                "bash",
+                str(script),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.pid = self._find_pid1()
-            if self.pid and self.run("systemctl", "is-system-running", check=False
-                                     ).stdout.strip() in ("running", "degraded"):
+            if self.pid and self.run(
+                "systemctl", "is-system-running", check=False
+            ).stdout.strip() in ("running", "degraded"):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"systemd did not boot: {(self.work / 'systemd.log').read_text()}")
@@ -114,18 +143,27 @@ class SystemdNamespace:
             return 0
         return int(children.split()[0]) if children.split() else 0
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespaces (mount, pid, net) of our systemd."""
-        proc = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-p", "-n", *cmd],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-p", "-n", *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{cmd} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
         return proc
 
     def popen(self, *cmd: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(["nsenter", "-t", str(self.pid), "-m", "-p", "-n", *cmd],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["nsenter", "-t", str(self.pid), "-m", "-p", "-n", *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def show(self, unit: str, prop: str) -> str:
         return self.run("systemctl", "show", "-p", prop, "--value", unit).stdout.strip()
@@ -149,16 +187,14 @@ class SystemdNamespace:
 
     def _ours(self, pid: int) -> bool:
         try:
-            return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(
-                f"/proc/{self.pid}/ns/pid")
+            return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{self.pid}/ns/pid")
         except OSError:
             return False
 
     def stop(self) -> None:
         if self.pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)  # PID 1 of the namespace: takes all with it
-            except ProcessLookupError:
-                pass
         if self.proc is not None:
             self.proc.wait(30)
+            self._log.close()

@@ -17,27 +17,35 @@ def tone(freq: float, rate: int, seconds: float = 0.5) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-@pytest.mark.parametrize(("name", "container", "subtype"), [
-    ("wav", "WAV", "PCM_16"),
-    ("mp3", "MP3", "MPEG_LAYER_III"),
-    ("alaw", "WAV", "ALAW"),
-    ("ulaw", "WAV", "ULAW"),
-])
+@pytest.mark.parametrize(
+    ("name", "container", "subtype"),
+    [
+        ("wav", "WAV", "PCM_16"),
+        ("mp3", "MP3", "MPEG_LAYER_III"),
+        ("alaw", "WAV", "ALAW"),
+        ("ulaw", "WAV", "ULAW"),
+    ],
+)
 def test_containers_decode_back(name: str, container: str, subtype: str) -> None:
     fmt = audio.get_format(name)
     rate = 8000 if name in ("alaw", "ulaw") else 24000
     data = audio.encode(tone(440, rate), rate, fmt)
     info = sf.info(io.BytesIO(data))
     assert (info.format, info.subtype, info.samplerate, info.channels) == (
-        container, subtype, rate, 1)
+        container,
+        subtype,
+        rate,
+        1,
+    )
     decoded, _ = sf.read(io.BytesIO(data), dtype="float32")
     assert abs(len(decoded) - rate * 0.5) < rate * 0.1  # mp3 pads a frame or two
     assert 0.3 < np.sqrt(np.mean(decoded**2)) / np.sqrt(np.mean(tone(440, rate) ** 2)) < 1.2
 
 
 def test_pcm_is_raw_little_endian_int16() -> None:
-    data = audio.encode(np.array([0.0, 1.0, -1.0, 2.0, 0.5], np.float32), 16000,
-                        audio.get_format("pcm"))
+    data = audio.encode(
+        np.array([0.0, 1.0, -1.0, 2.0, 0.5], np.float32), 16000, audio.get_format("pcm")
+    )
     assert struct.unpack("<5h", data) == (0, 32767, -32767, 32767, 16384)
 
 

@@ -18,12 +18,18 @@ PARAGRAPH = (
 )
 
 
-def run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
-        ) -> subprocess.CompletedProcess[bytes]:
+def run(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SAMBERTD_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sambertd", *args], capture_output=True,
-                          env=full_env, input=stdin, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sambertd", *args],
+        capture_output=True,
+        env=full_env,
+        input=stdin,
+        timeout=300,
+    )
 
 
 def test_synth_a_government_paragraph(tmp_path: Path) -> None:
@@ -46,8 +52,10 @@ def test_synth_from_file_to_stdout_as_telephony_alaw(tmp_path: Path) -> None:
     assert (info.samplerate, info.subtype) == (8000, "ALAW")
 
 
-@pytest.mark.parametrize(("fmt", "rate", "container"), [
-    ("wav", "16000", "WAV"), ("mp3", "22050", "MP3"), ("ulaw", "8000", "WAV")])
+@pytest.mark.parametrize(
+    ("fmt", "rate", "container"),
+    [("wav", "16000", "WAV"), ("mp3", "22050", "MP3"), ("ulaw", "8000", "WAV")],
+)
 def test_formats_and_rates(tmp_path: Path, fmt: str, rate: str, container: str) -> None:
     out = tmp_path / f"x.{fmt}"
     proc = run("synth", "请耐心等待。", "-o", str(out), "--format", fmt, "--sample-rate", rate)
@@ -78,20 +86,24 @@ def test_check_accepts_the_shipped_config() -> None:
     assert b"is ok" in proc.stdout
 
 
-@pytest.mark.parametrize(("args", "env", "message"), [
-    (["synth", "", "-o", "{out}"], {}, "empty"),
-    (["synth", "   \n\t ", "-o", "{out}"], {}, "empty"),
-    (["synth", "😀😀😀", "-o", "{out}"], {}, "empty"),
-    (["synth", "你好", "-o", "{out}", "--voice", "nobody"], {}, "unknown voice 'nobody'"),
-    (["synth", "你好", "-o", "{out}", "--emotion", "happy"], {}, "no emotion 'happy'"),
-    (["synth", "你好", "-o", "{out}", "--speed", "9"], {}, "speed must be between"),
-    (["synth", "-i", "/nonexistent/in.txt", "-o", "{out}"], {}, "No such file"),
-    (["synth", "你好", "-o", "/nonexistent/dir/out.wav"], {}, "No such file"),
-    (["voices"], {"SAMBERTD_SERVER_PORT": "eighty"}, "expected int"),
-    (["check"], {"SAMBERTD_ENGINE_ENGINES": "nosuch"}, "unknown engine 'nosuch'"),
-])
-def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], env: dict[str, str],
-                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["synth", "", "-o", "{out}"], {}, "empty"),
+        (["synth", "   \n\t ", "-o", "{out}"], {}, "empty"),
+        (["synth", "😀😀😀", "-o", "{out}"], {}, "empty"),
+        (["synth", "你好", "-o", "{out}", "--voice", "nobody"], {}, "unknown voice 'nobody'"),
+        (["synth", "你好", "-o", "{out}", "--emotion", "happy"], {}, "no emotion 'happy'"),
+        (["synth", "你好", "-o", "{out}", "--speed", "9"], {}, "speed must be between"),
+        (["synth", "-i", "/nonexistent/in.txt", "-o", "{out}"], {}, "No such file"),
+        (["synth", "你好", "-o", "/nonexistent/dir/out.wav"], {}, "No such file"),
+        (["voices"], {"SAMBERTD_SERVER_PORT": "eighty"}, "expected int"),
+        (["check"], {"SAMBERTD_ENGINE_ENGINES": "nosuch"}, "unknown engine 'nosuch'"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
     out = tmp_path / "out.wav"
     proc = run(*[a.replace("{out}", str(out)) for a in args], env=env)
     err = proc.stderr.decode()

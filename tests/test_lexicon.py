@@ -17,26 +17,32 @@ def test_example_file_loads() -> None:
     assert entries["蚌埠"] == ("beng4", "bu4")
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("重庆 chong2 qing4", ("重庆", ("chong2", "qing4"))),
-    ("  绿色\tlü4 se4  # comment", ("绿色", ("lv4", "se4"))),
-    ("女 nv3", ("女", ("nv3",))),
-    ("行长 HANG2 ZHANG3", ("行长", ("hang2", "zhang3"))),
-    ("# only a comment", None),
-    ("", None),
-    ("   ", None),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("重庆 chong2 qing4", ("重庆", ("chong2", "qing4"))),
+        ("  绿色\tlü4 se4  # comment", ("绿色", ("lv4", "se4"))),
+        ("女 nv3", ("女", ("nv3",))),
+        ("行长 HANG2 ZHANG3", ("行长", ("hang2", "zhang3"))),
+        ("# only a comment", None),
+        ("", None),
+        ("   ", None),
+    ],
+)
 def test_good_lines(line: str, expected: object) -> None:
     assert lexicon.parse_line(line) == expected
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("重庆 chong2", "2 characters but 1 syllables"),
-    ("重庆 chong qing4", "not TONE3"),
-    ("重庆 chong6 qing4", "not TONE3"),
-    ("ABC a1 b1 c1", "Chinese characters only"),
-    ("重庆", "2 characters but 0 syllables"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("重庆 chong2", "2 characters but 1 syllables"),
+        ("重庆 chong qing4", "not TONE3"),
+        ("重庆 chong6 qing4", "not TONE3"),
+        ("ABC a1 b1 c1", "Chinese characters only"),
+        ("重庆", "2 characters but 0 syllables"),
+    ],
+)
 def test_bad_lines(line: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         lexicon.parse_line(line)

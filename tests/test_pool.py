@@ -23,6 +23,7 @@ def test_results_and_exceptions_come_back() -> None:
             await pool.run(lambda: 1 / 0)
         assert (pool.stats.completed, pool.stats.failed) == (1, 1)
         assert pool.idle()
+
     run(go())
 
 
@@ -42,6 +43,7 @@ def test_full_queue_is_refused_at_once() -> None:
         gate.set()
         assert await running is True and await queued == "queued"
         assert pool.stats.rejected == 1
+
     run(go())
 
 
@@ -60,6 +62,7 @@ def test_cancelled_while_queued_never_runs() -> None:
         await blocker
         assert await pool.run(lambda: "after") == "after"
         assert ran == [] and pool.stats.cancelled == 1 and pool.idle()
+
     run(go())
 
 
@@ -79,6 +82,7 @@ def test_timeout_keeps_the_slot_until_the_thread_is_free() -> None:
                 break
             await asyncio.sleep(0.01)
         assert pool.idle()
+
     run(go())
 
 
@@ -95,4 +99,5 @@ def test_a_hung_job_is_detected_and_the_probe_fails() -> None:
         await hung
         assert not pool.stuck(threshold=0.2)
         assert await pool.probe(timeout=1) is True
+
     run(go())

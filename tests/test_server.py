@@ -19,8 +19,10 @@ import soundfile as sf
 from tests.daemon import DaemonProcess
 
 SHORT = "欢迎致电政务服务热线。"
-LONG = ("为进一步优化营商环境，本市将于下月起全面推行企业开办一网通办，"
-        "申请人可通过政务服务网提交材料，审核通过后三个工作日内领取营业执照。") * 4
+LONG = (
+    "为进一步优化营商环境，本市将于下月起全面推行企业开办一网通办，"
+    "申请人可通过政务服务网提交材料，审核通过后三个工作日内领取营业执照。"
+) * 4
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,11 @@ def decode(body: bytes) -> sf.SoundFile:
 
 # -- routes -------------------------------------------------------------------------------
 
+
 def test_post_tts_wav(daemon: DaemonProcess) -> None:
-    status, headers, body = daemon.post("/v1/tts", {"text": SHORT},
-                                        headers={"X-Request-Id": "ivr-7.call_42"})
+    status, headers, body = daemon.post(
+        "/v1/tts", {"text": SHORT}, headers={"X-Request-Id": "ivr-7.call_42"}
+    )
     assert status == 200, body[:300]
     assert headers["content-type"] == "audio/wav"
     assert headers["x-request-id"] == "ivr-7.call_42"
@@ -49,12 +53,19 @@ def test_post_tts_wav(daemon: DaemonProcess) -> None:
     assert 1.0 < f.frames / f.samplerate < 5.0
 
 
-@pytest.mark.parametrize(("fmt", "rate", "ctype", "sub"), [
-    ("wav", 16000, "audio/wav", "PCM_16"), ("mp3", 22050, "audio/mpeg", "MPEG_LAYER_III"),
-    ("alaw", 8000, "audio/wav", "ALAW"), ("ulaw", 8000, "audio/wav", "ULAW")])
+@pytest.mark.parametrize(
+    ("fmt", "rate", "ctype", "sub"),
+    [
+        ("wav", 16000, "audio/wav", "PCM_16"),
+        ("mp3", 22050, "audio/mpeg", "MPEG_LAYER_III"),
+        ("alaw", 8000, "audio/wav", "ALAW"),
+        ("ulaw", 8000, "audio/wav", "ULAW"),
+    ],
+)
 def test_formats(daemon: DaemonProcess, fmt: str, rate: int, ctype: str, sub: str) -> None:
     status, headers, body = daemon.post(
-        "/v1/tts", {"text": SHORT, "format": fmt, "sample_rate": rate, "speed": 1.2})
+        "/v1/tts", {"text": SHORT, "format": fmt, "sample_rate": rate, "speed": 1.2}
+    )
     assert status == 200, body[:300]
     assert headers["content-type"] == ctype
     f = decode(body)
@@ -62,8 +73,9 @@ def test_formats(daemon: DaemonProcess, fmt: str, rate: int, ctype: str, sub: st
 
 
 def test_pcm_is_raw_int16(daemon: DaemonProcess) -> None:
-    status, headers, body = daemon.post("/v1/tts", {"text": SHORT, "format": "pcm",
-                                                    "sample_rate": 16000})
+    status, headers, body = daemon.post(
+        "/v1/tts", {"text": SHORT, "format": "pcm", "sample_rate": 16000}
+    )
     assert status == 200 and headers["content-type"] == "audio/pcm"
     assert len(body) % 2 == 0
     assert abs(len(body) / 2 / 16000 - float(headers["x-audio-duration"])) < 0.01
@@ -73,19 +85,22 @@ def test_get_tts_for_ivr(daemon: DaemonProcess) -> None:
     from urllib.parse import urlencode
 
     query = urlencode({"text": "请按一号键。", "format": "ulaw", "speed": "1.1"})
-    status, headers, body = daemon.request("GET", f"/v1/tts?{query}")
+    status, _headers, body = daemon.request("GET", f"/v1/tts?{query}")
     assert status == 200, body[:300]
     assert decode(body).subtype == "ULAW"
 
 
 def test_openai_compatible_speech(daemon: DaemonProcess) -> None:
-    status, headers, body = daemon.post("/v1/audio/speech", {
-        "model": "tts-1", "input": SHORT, "voice": "alloy", "speed": 3.0})
+    status, headers, body = daemon.post(
+        "/v1/audio/speech", {"model": "tts-1", "input": SHORT, "voice": "alloy", "speed": 3.0}
+    )
     assert status == 200, body[:300]
     assert headers["content-type"] == "audio/mpeg"  # OpenAI's default format
     assert decode(body).format == "MP3"
-    status, headers, body = daemon.post("/v1/audio/speech", {
-        "model": "tts-1", "input": SHORT, "voice": "baker", "response_format": "pcm"})
+    status, headers, body = daemon.post(
+        "/v1/audio/speech",
+        {"model": "tts-1", "input": SHORT, "voice": "baker", "response_format": "pcm"},
+    )
     assert status == 200 and len(body) > 24000
 
 
@@ -119,41 +134,111 @@ def test_metrics_count_requests_and_audio(daemon: DaemonProcess) -> None:
 
 # -- errors -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path", "raw", "ctype", "status", "code"), [
-    ("POST", "/v1/tts", b"{not json", "application/json", 400, "invalid_json"),
-    ("POST", "/v1/tts", b"\xff\xfe", "application/json", 400, "invalid_json"),
-    ("POST", "/v1/tts", b"[1, 2]", "application/json", 422, "invalid_body"),
-    ("POST", "/v1/tts", b'{"text": "hi"}', "text/plain", 415, "unsupported_media_type"),
-    ("POST", "/v1/tts", b'{"text": 5}', "application/json", 422, "invalid_parameter"),
-    ("POST", "/v1/tts", b'{}', "application/json", 422, "missing_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "spede": 1}', "application/json", 422,
-     "unknown_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "speed": 9}', "application/json", 422,
-     "invalid_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "speed": true}', "application/json", 422,
-     "invalid_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "format": "ogg"}', "application/json", 422,
-     "invalid_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "sample_rate": 44100}', "application/json",
-     422, "invalid_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "format": "mp3", "stream": true}',
-     "application/json", 422, "invalid_parameter"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "voice": "nobody"}', "application/json", 404,
-     "unknown_voice"),
-    ("POST", "/v1/tts", b'{"text": "\\u4f60", "emotion": "angry"}', "application/json", 422,
-     "unknown_emotion"),
-    ("POST", "/v1/tts", b'{"text": "   "}', "application/json", 422, "empty_text"),
-    ("POST", "/v1/tts", b'{"text": "\\u0000\\u001b[31m"}', "application/json", 422,
-     "empty_text"),
-    ("POST", "/v1/audio/speech", b'{"input": "\\u4f60", "response_format": "opus"}',
-     "application/json", 422, "invalid_parameter"),
-    ("PUT", "/v1/tts", b'{}', "application/json", 405, "method_not_allowed"),
-    ("GET", "/v1/nothing", None, "", 404, "not_found"),
-    ("GET", "/v1/tts", None, "", 422, "missing_parameter"),
-])
-def test_errors_are_json_with_the_right_status(daemon: DaemonProcess, method: str, path: str,
-                                               raw: bytes | None, ctype: str, status: int,
-                                               code: str) -> None:
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "ctype", "status", "code"),
+    [
+        ("POST", "/v1/tts", b"{not json", "application/json", 400, "invalid_json"),
+        ("POST", "/v1/tts", b"\xff\xfe", "application/json", 400, "invalid_json"),
+        ("POST", "/v1/tts", b"[1, 2]", "application/json", 422, "invalid_body"),
+        ("POST", "/v1/tts", b'{"text": "hi"}', "text/plain", 415, "unsupported_media_type"),
+        ("POST", "/v1/tts", b'{"text": 5}', "application/json", 422, "invalid_parameter"),
+        ("POST", "/v1/tts", b"{}", "application/json", 422, "missing_parameter"),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "spede": 1}',
+            "application/json",
+            422,
+            "unknown_parameter",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "speed": 9}',
+            "application/json",
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "speed": true}',
+            "application/json",
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "format": "ogg"}',
+            "application/json",
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "sample_rate": 44100}',
+            "application/json",
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "format": "mp3", "stream": true}',
+            "application/json",
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "voice": "nobody"}',
+            "application/json",
+            404,
+            "unknown_voice",
+        ),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u4f60", "emotion": "angry"}',
+            "application/json",
+            422,
+            "unknown_emotion",
+        ),
+        ("POST", "/v1/tts", b'{"text": "   "}', "application/json", 422, "empty_text"),
+        (
+            "POST",
+            "/v1/tts",
+            b'{"text": "\\u0000\\u001b[31m"}',
+            "application/json",
+            422,
+            "empty_text",
+        ),
+        (
+            "POST",
+            "/v1/audio/speech",
+            b'{"input": "\\u4f60", "response_format": "opus"}',
+            "application/json",
+            422,
+            "invalid_parameter",
+        ),
+        ("PUT", "/v1/tts", b"{}", "application/json", 405, "method_not_allowed"),
+        ("GET", "/v1/nothing", None, "", 404, "not_found"),
+        ("GET", "/v1/tts", None, "", 422, "missing_parameter"),
+    ],
+)
+def test_errors_are_json_with_the_right_status(
+    daemon: DaemonProcess,
+    method: str,
+    path: str,
+    raw: bytes | None,
+    ctype: str,
+    status: int,
+    code: str,
+) -> None:
     headers = {"Content-Type": ctype} if ctype else {}
     got, hdrs, body = daemon.request(method, path, raw=raw, headers=headers)
     assert got == status, body
@@ -171,24 +256,25 @@ def test_text_and_body_limits_give_413(daemon: DaemonProcess) -> None:
 
 # -- streaming ------------------------------------------------------------------------------
 
+
 def test_stream_sends_sentences_as_they_are_ready(daemon: DaemonProcess) -> None:
     async def go() -> tuple[list[bytes], dict[str, str]]:
-        async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{daemon.port}/v1/tts",
-                              json={"text": LONG, "stream": True, "sample_rate": 16000}) as r:
-                assert r.status == 200
-                chunks, current = [], b""
-                async for data, end_of_chunk in r.content.iter_chunks():
-                    current += data
-                    if end_of_chunk:
-                        chunks.append(current)
-                        current = b""
-                return chunks, dict(r.headers)
+        url = f"http://127.0.0.1:{daemon.port}/v1/tts"
+        body = {"text": LONG, "stream": True, "sample_rate": 16000}
+        async with aiohttp.ClientSession() as s, s.post(url, json=body) as r:
+            assert r.status == 200
+            chunks, current = [], b""
+            async for data, end_of_chunk in r.content.iter_chunks():
+                current += data
+                if end_of_chunk:
+                    chunks.append(current)
+                    current = b""
+            return chunks, dict(r.headers)
 
     chunks, headers = asyncio.run(go())
     assert headers["Transfer-Encoding"] == "chunked"
     # The WAV header, then one HTTP chunk per synthesis unit: a short first clause, then
-    # units of at most 50 characters (LONG has 4 x 2 long clauses).
+    # units of at most 32 characters (LONG has 4 x 2 long clauses).
     assert chunks[0].startswith(b"RIFF") and len(chunks[0]) == 44
     assert len(chunks) >= 1 + 8, len(chunks)
     first_seconds = len(chunks[1]) / 2 / 16000
@@ -199,19 +285,26 @@ def test_stream_sends_sentences_as_they_are_ready(daemon: DaemonProcess) -> None
 
 
 def test_stream_raw_pcm(daemon: DaemonProcess) -> None:
-    status, headers, body = daemon.post("/v1/tts", {"text": "第一句。第二句。", "stream": True,
-                                                    "format": "pcm"})
+    status, headers, body = daemon.post(
+        "/v1/tts", {"text": "第一句。第二句。", "stream": True, "format": "pcm"}
+    )
     assert status == 200 and headers["content-type"] == "audio/pcm"
     assert len(body) > 24000 * 2 and not body.startswith(b"RIFF")
 
 
 # -- backpressure, disconnects, draining -------------------------------------------------------
 
+
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[DaemonProcess]:
     """One worker and a queue of one: easy to fill."""
-    d = DaemonProcess(tmp_path, server_workers="1", server_queue_size="1",
-                      server_max_request_chars="2000", server_drain_timeout_s="60")
+    d = DaemonProcess(
+        tmp_path,
+        server_workers="1",
+        server_queue_size="1",
+        server_max_request_chars="2000",
+        server_drain_timeout_s="60",
+    )
     d.wait_ready()
     yield d
     d.stop()
@@ -219,10 +312,12 @@ def small(tmp_path: Path) -> Iterator[DaemonProcess]:
 
 async def _burst(port: int, n: int) -> list[tuple[int, str | None]]:
     async with aiohttp.ClientSession() as s:
+
         async def one() -> tuple[int, str | None]:
             async with s.post(f"http://127.0.0.1:{port}/v1/tts", json={"text": LONG}) as r:
                 await r.read()
                 return r.status, r.headers.get("Retry-After")
+
         return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 240)
 
 
@@ -247,6 +342,7 @@ def test_disconnected_client_leaves_the_queue(small: DaemonProcess) -> None:
             r = await running
             await r.read()
             return r.status
+
     assert asyncio.run(go()) == 200
     deadline = time.monotonic() + 10
     while small.metric("sambertd_queue_cancelled_jobs") < 1 and time.monotonic() < deadline:
@@ -272,6 +368,7 @@ def test_sigterm_drains_in_flight_and_refuses_new_work(small: DaemonProcess) -> 
             body = await r.read()
             assert len(body) > 100_000
             return r.status, late_status, ready_status
+
     done, late, ready = asyncio.run(go())
     assert (done, late, ready) == (200, 503, 503)
     assert small.proc.wait(30) == 0

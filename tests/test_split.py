@@ -9,19 +9,22 @@ from hypothesis import strategies as st
 from sambertd.frontend import split
 
 
-@pytest.mark.parametrize(("text", "cap", "expected"), [
-    ("你好。再见！", 50, ["你好。", "再见！"]),
-    ("你好", 50, ["你好"]),
-    ("真的吗？？是的。", 50, ["真的吗？？", "是的。"]),
-    ("第一；第二。", 50, ["第一；", "第二。"]),
-    ("甲乙丙丁，戊己庚辛，壬癸。", 10, ["甲乙丙丁，戊己庚辛，", "壬癸。"]),
-    ("甲乙丙丁，戊己庚辛，壬癸。", 6, ["甲乙丙丁，", "戊己庚辛，", "壬癸。"]),
-    ("一二三四五六七八九十", 4, ["一二三四", "五六七八", "九十"]),
-    ("一二三四五六七八九十。", 5, ["一二三四", "五六七八", "九十。"]),
-    ("", 50, []),
-    ("。。。", 50, ["。。。"]),
-    ("  你好。  ", 50, ["你好。"]),
-])
+@pytest.mark.parametrize(
+    ("text", "cap", "expected"),
+    [
+        ("你好。再见！", 50, ["你好。", "再见！"]),
+        ("你好", 50, ["你好"]),
+        ("真的吗？？是的。", 50, ["真的吗？？", "是的。"]),
+        ("第一；第二。", 50, ["第一；", "第二。"]),
+        ("甲乙丙丁，戊己庚辛，壬癸。", 10, ["甲乙丙丁，戊己庚辛，", "壬癸。"]),
+        ("甲乙丙丁，戊己庚辛，壬癸。", 6, ["甲乙丙丁，", "戊己庚辛，", "壬癸。"]),
+        ("一二三四五六七八九十", 4, ["一二三四", "五六七八", "九十"]),
+        ("一二三四五六七八九十。", 5, ["一二三四", "五六七八", "九十。"]),
+        ("", 50, []),
+        ("。。。", 50, ["。。。"]),
+        ("  你好。  ", 50, ["你好。"]),
+    ],
+)
 def test_split_table(text: str, cap: int, expected: list[str]) -> None:
     assert split.split(text, cap) == expected
 
@@ -51,3 +54,8 @@ def test_first_unit_can_be_kept_short_for_streams() -> None:
     assert units[0] == "为进一步优化营商环境，"
     assert "".join(units) == text
     assert split.split(text, 50) == [text]
+    # A long first clause is kept whole (never cut mid-word), the rest follows as one unit.
+    assert split.split("为进一步优化营商环境，本市将全面推行。", 50, first_max_chars=4) == [
+        "为进一步优化营商环境，",
+        "本市将全面推行。",
+    ]

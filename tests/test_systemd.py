@@ -47,7 +47,8 @@ def unit_files() -> dict[str, str]:
     python = Path(sys.executable).resolve()
     as_root = not (world_readable(REPO) and world_readable(python))
     user = "User=root\nGroup=root\nProtectHome=read-only\n" if as_root else ""
-    dropin = textwrap.dedent(f"""\
+    dropin = (
+        textwrap.dedent(f"""\
         [Service]
         ExecStart=
         ExecStart={sys.executable} -m sambertd serve
@@ -55,7 +56,9 @@ def unit_files() -> dict[str, str]:
         Environment=SAMBERTD_SERVER_WORKERS=1 SAMBERTD_SERVER_DRAIN_TIMEOUT_S=20
         Environment=SAMBERTD_SERVER_MAX_REQUEST_CHARS=2000
         WatchdogSec=4
-        """) + user
+        """)
+        + user
+    )
     return {
         "sambertd.service": (REPO / "systemd" / "sambertd.service").read_text(),
         "sambertd.service.d/test.conf": dropin,
@@ -108,8 +111,9 @@ def test_start_returns_only_after_ready(ns: SystemdNamespace) -> None:
     assert http(ns, "/ready")[0] == 200
     assert ns.show("sambertd", "ActiveState") == "active"
     assert ns.show("sambertd", "StatusText").startswith("ready")
-    expected_user = "root" if "User=root" in unit_files()["sambertd.service.d/test.conf"] \
-        else "sambertd"
+    expected_user = (
+        "root" if "User=root" in unit_files()["sambertd.service.d/test.conf"] else "sambertd"
+    )
     assert ns.show("sambertd", "User") == expected_user
     assert elapsed > 0.5  # it waited for warm-up instead of returning at fork
 
@@ -133,8 +137,9 @@ def test_watchdog_restarts_a_frozen_daemon(ns: SystemdNamespace) -> None:
 
     before = ns.show("sambertd", "MainPID")
     os.kill(ns.host_pid("sambertd"), signal.SIGSTOP)  # a hung process sends no pings
-    assert wait_for(lambda: ns.show("sambertd", "NRestarts") == "1", 30), \
-        ns.run("journalctl", "-u", "sambertd", "--no-pager").stdout[-2000:]
+    assert wait_for(lambda: ns.show("sambertd", "NRestarts") == "1", 30), ns.run(
+        "journalctl", "-u", "sambertd", "--no-pager"
+    ).stdout[-2000:]
     assert wait_for(lambda: ns.show("sambertd", "ActiveState") == "active", 60)
     assert ns.show("sambertd", "MainPID") != before
     journal = ns.run("journalctl", "--no-pager").stdout

@@ -30,8 +30,13 @@ def _fail(exc: BaseException) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML config (default: $SAMBERTD_CONFIG, then /etc/sambertd/sambertd.toml).")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML config (default: $SAMBERTD_CONFIG, then /etc/sambertd/sambertd.toml).",
+)
 @click.version_option(__version__, prog_name="sambertd")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
@@ -55,23 +60,52 @@ def _read_text(text: str | None, infile: str | None) -> str:
 
 @main.command()
 @click.argument("text", required=False)
-@click.option("-i", "--input", "infile", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Read the text from a UTF-8 file ('-' for stdin).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="Where to write the audio ('-' for stdout).")
+@click.option(
+    "-i",
+    "--input",
+    "infile",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read the text from a UTF-8 file ('-' for stdin).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Where to write the audio ('-' for stdout).",
+)
 @click.option("--voice", default="", help="Voice id (default: engine.default_voice).")
 @click.option("--emotion", default="neutral", show_default=True)
 @click.option("--speed", type=float, default=1.0, show_default=True, help="0.5–2.0")
 @click.option("--pitch", type=float, default=1.0, show_default=True, help="0.5–2.0")
 @click.option("--volume", type=float, default=1.0, show_default=True, help="0.0–2.0")
-@click.option("--format", "fmt", type=click.Choice(list(audio.FORMATS)), default=None,
-              help="Audio format (default: audio.format).")
-@click.option("--sample-rate", type=click.Choice([str(r) for r in audio.SAMPLE_RATES]),
-              default=None, help="Output rate (default: the voice's own).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(audio.FORMATS)),
+    default=None,
+    help="Audio format (default: audio.format).",
+)
+@click.option(
+    "--sample-rate",
+    type=click.Choice([str(r) for r in audio.SAMPLE_RATES]),
+    default=None,
+    help="Output rate (default: the voice's own).",
+)
 @click.pass_context
-def synth(ctx: click.Context, text: str | None, infile: str | None, output: str, voice: str,
-          emotion: str, speed: float, pitch: float, volume: float, fmt: str | None,
-          sample_rate: str | None) -> None:
+def synth(
+    ctx: click.Context,
+    text: str | None,
+    infile: str | None,
+    output: str,
+    voice: str,
+    emotion: str,
+    speed: float,
+    pitch: float,
+    volume: float,
+    fmt: str | None,
+    sample_rate: str | None,
+) -> None:
     """Synthesize TEXT (or -i FILE) to an audio file."""
     from sambertd.synth import Request, Synthesizer
 
@@ -146,8 +180,9 @@ def voices(ctx: click.Context) -> None:
         _fail(exc)
     click.echo(f"{'VOICE':<14} {'ENGINE':<8} {'LANG':<6} {'RATE':>6}  EMOTIONS")
     for v in synthesizer.voices():
-        click.echo(f"{v.id:<14} {v.engine:<8} {v.language:<6} {v.sample_rate:>6}  "
-                   f"{','.join(v.emotions)}")
+        click.echo(
+            f"{v.id:<14} {v.engine:<8} {v.language:<6} {v.sample_rate:>6}  {','.join(v.emotions)}"
+        )
 
 
 @main.command()
@@ -159,8 +194,7 @@ def frontend(ctx: click.Context, text: str) -> None:
 
     cfg = _config(ctx).frontend
     try:
-        fe = Frontend(cfg.lexicon or None, cfg.max_sentence_chars, cfg.max_text_chars,
-                      cfg.sandhi)
+        fe = Frontend(cfg.lexicon or None, cfg.max_sentence_chars, cfg.max_text_chars, cfg.sandhi)
         analysis = fe.analyse(text)
     except USER_ERRORS as exc:
         _fail(exc)
@@ -184,8 +218,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from sambertd import logs, server
 
     cfg = _config(ctx)
-    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **changes))
+    server_cfg = dataclasses.replace(
+        cfg.server, host=host or cfg.server.host, port=port or cfg.server.port
+    )
+    cfg = dataclasses.replace(cfg, server=server_cfg)
     logs.setup()
     try:
         asyncio.run(server.serve(cfg, ctx.obj["path"]))
@@ -207,6 +243,8 @@ def check(ctx: click.Context) -> None:
         synthesizer.resolve("")
     except USER_ERRORS as exc:
         _fail(exc)
-    click.echo(f"sambertd: configuration {cfg.source} is ok "
-               f"({len(synthesizer.voices())} voice(s), lexicon "
-               f"{len(synthesizer.frontend.lexicon)} entries)")
+    click.echo(
+        f"sambertd: configuration {cfg.source} is ok "
+        f"({len(synthesizer.voices())} voice(s), lexicon "
+        f"{len(synthesizer.frontend.lexicon)} entries)"
+    )

@@ -56,8 +56,8 @@ class EngineConfig:
 @dataclass(frozen=True)
 class FrontendConfig:
     lexicon: str = ""
-    max_sentence_chars: int = 50
-    stream_first_chars: int = 16
+    max_sentence_chars: int = 32
+    stream_first_chars: int = 10
     max_text_chars: int = 100_000
     sentence_pause_ms: int = 250
     sandhi: bool = True
@@ -86,8 +86,7 @@ class Config:
             problems.append(f"server.port {self.server.port} is not a TCP port")
         if not self.engine.engines:
             problems.append("engine.engines is empty: name at least one engine")
-        for name in ("request_timeout_s", "drain_timeout_s", "hang_timeout_s",
-                     "status_interval_s"):
+        for name in ("request_timeout_s", "drain_timeout_s", "hang_timeout_s", "status_interval_s"):
             if getattr(self.server, name) <= 0:
                 problems.append(f"server.{name} must be > 0")
         if self.server.workers < 0 or self.server.queue_size < 0:
@@ -210,7 +209,6 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     for section, values in env_overrides(env).items():
         raw.setdefault(section, {}).update(values)
     built = {
-        name: _section(cls, raw.get(name, {}), f"{source}: [{name}]")
-        for name, cls in names.items()
+        name: _section(cls, raw.get(name, {}), f"{source}: [{name}]") for name, cls in names.items()
     }
     return Config(**built, source=source).validate()

@@ -12,8 +12,13 @@ import os
 import re
 import sys
 
-_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
-             logging.DEBUG: 7}
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -24,7 +29,11 @@ def escape(text: str) -> str:
 
 class OneLineFormatter(logging.Formatter):
     def __init__(self, journal: bool) -> None:
-        fmt = "%(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        fmt = (
+            "%(name)s: %(message)s"
+            if journal
+            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         super().__init__(fmt)
         self.journal = journal
 

@@ -16,34 +16,59 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("sambertd_requests", "HTTP requests by route and status",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("sambertd_request_seconds", "HTTP request latency",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.first_chunk = Histogram("sambertd_stream_first_chunk_seconds",
-                                     "Time to the first audio chunk of a stream",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.audio_seconds = Counter("sambertd_audio_seconds", "Audio produced, in seconds",
-                                     ["voice"], registry=r)
-        self.rtf = Histogram("sambertd_synthesis_rtf",
-                             "Real-time factor (synthesis time / audio time) per request",
-                             buckets=RTF_BUCKETS, registry=r)
-        self.engine_errors = Counter("sambertd_engine_errors", "Synthesis failures",
-                                     ["engine"], registry=r)
-        self.rejected = Counter("sambertd_rejected", "Requests refused before synthesis",
-                                ["reason"], registry=r)
-        self.queue_depth = Gauge("sambertd_queue_depth", "Jobs waiting for a worker",
-                                 registry=r)
+        self.requests = Counter(
+            "sambertd_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "sambertd_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_chunk = Histogram(
+            "sambertd_stream_first_chunk_seconds",
+            "Time to the first audio chunk of a stream",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "sambertd_audio_seconds", "Audio produced, in seconds", ["voice"], registry=r
+        )
+        self.rtf = Histogram(
+            "sambertd_synthesis_rtf",
+            "Real-time factor (synthesis time / audio time) per request",
+            buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.engine_errors = Counter(
+            "sambertd_engine_errors", "Synthesis failures", ["engine"], registry=r
+        )
+        self.rejected = Counter(
+            "sambertd_rejected", "Requests refused before synthesis", ["reason"], registry=r
+        )
+        self.queue_depth = Gauge("sambertd_queue_depth", "Jobs waiting for a worker", registry=r)
         self.in_flight = Gauge("sambertd_in_flight", "Jobs being synthesized", registry=r)
         self.ready = Gauge("sambertd_ready", "1 when /ready answers 200", registry=r)
-        self.cancelled = Gauge("sambertd_queue_cancelled_jobs",
-                               "Queued jobs dropped because their client went away",
-                               registry=r)
-        self.reloads = Counter("sambertd_reloads", "Configuration reloads by result",
-                               ["result"], registry=r)
+        self.cancelled = Gauge(
+            "sambertd_queue_cancelled_jobs",
+            "Queued jobs dropped because their client went away",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "sambertd_reloads", "Configuration reloads by result", ["result"], registry=r
+        )
 
-    def bind(self, queue_depth: Callable[[], float], in_flight: Callable[[], float],
-             ready: Callable[[], float], cancelled: Callable[[], float]) -> None:
+    def bind(
+        self,
+        queue_depth: Callable[[], float],
+        in_flight: Callable[[], float],
+        ready: Callable[[], float],
+        cancelled: Callable[[], float],
+    ) -> None:
         self.cancelled.set_function(cancelled)
         self.queue_depth.set_function(queue_depth)
         self.in_flight.set_function(in_flight)

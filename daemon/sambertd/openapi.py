@@ -9,17 +9,25 @@ from sambertd.config import Config
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _audio(description: str) -> dict[str, Any]:
     binary = {"schema": {"type": "string", "format": "binary"}}
-    return {"description": description,
-            "headers": {"X-Audio-Duration": {"schema": {"type": "string"},
-                                             "description": "seconds (not on streams)"},
-                        "X-Request-Id": {"schema": {"type": "string"}}},
-            "content": {t: binary for t in ("audio/wav", "audio/mpeg", "audio/pcm")}}
+    return {
+        "description": description,
+        "headers": {
+            "X-Audio-Duration": {
+                "schema": {"type": "string"},
+                "description": "seconds (not on streams)",
+            },
+            "X-Request-Id": {"schema": {"type": "string"}},
+        },
+        "content": {t: binary for t in ("audio/wav", "audio/mpeg", "audio/pcm")},
+    }
 
 
 ERRORS = {
@@ -36,8 +44,12 @@ ERRORS = {
 def spec(config: Config) -> dict[str, Any]:
     max_chars = config.server.max_request_chars
     tts_props: dict[str, Any] = {
-        "text": {"type": "string", "minLength": 1, "maxLength": max_chars,
-                 "description": "Chinese text; digits, dates, units are read aloud"},
+        "text": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_chars,
+            "description": "Chinese text; digits, dates, units are read aloud",
+        },
         "voice": {"type": "string", "maxLength": 64, "description": "see GET /v1/voices"},
         "emotion": {"type": "string", "maxLength": 64, "default": "neutral"},
         "format": {"type": "string", "enum": list(audio.FORMATS), "default": "wav"},
@@ -45,15 +57,25 @@ def spec(config: Config) -> dict[str, Any]:
         "speed": {"type": "number", "minimum": 0.5, "maximum": 2.0, "default": 1.0},
         "pitch": {"type": "number", "minimum": 0.5, "maximum": 2.0, "default": 1.0},
         "volume": {"type": "number", "minimum": 0.0, "maximum": 2.0, "default": 1.0},
-        "stream": {"type": "boolean", "default": False,
-                   "description": "chunked, one chunk per sentence (wav or pcm only)"},
+        "stream": {
+            "type": "boolean",
+            "default": False,
+            "description": "chunked, one chunk per sentence (wav or pcm only)",
+        },
     }
-    tts_schema = {"type": "object", "required": ["text"], "additionalProperties": False,
-                  "properties": tts_props}
-    query = [{"name": k, "in": "query", "required": k == "text",
-              "schema": {**v, "type": v["type"]}} for k, v in tts_props.items()]
+    tts_schema = {
+        "type": "object",
+        "required": ["text"],
+        "additionalProperties": False,
+        "properties": tts_props,
+    }
+    query = [
+        {"name": k, "in": "query", "required": k == "text", "schema": {**v, "type": v["type"]}}
+        for k, v in tts_props.items()
+    ]
     openai_schema = {
-        "type": "object", "required": ["input"],
+        "type": "object",
+        "required": ["input"],
         "properties": {
             "model": {"type": "string", "maxLength": 64},
             "input": {"type": "string", "minLength": 1, "maxLength": max_chars},
@@ -64,37 +86,88 @@ def spec(config: Config) -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "sambertd", "version": __version__,
-                 "description": "Chinese text-to-speech"},
+        "info": {
+            "title": "sambertd",
+            "version": __version__,
+            "description": "Chinese text-to-speech",
+        },
         "paths": {
             "/v1/tts": {
-                "post": {"summary": "Synthesize speech", "operationId": "tts",
-                         "requestBody": {"required": True, "content": {
-                             "application/json": {"schema": tts_schema}}},
-                         "responses": {"200": _audio("audio"), **ERRORS}},
-                "get": {"summary": "Synthesize speech (query string, for IVR URL fetches)",
-                        "operationId": "ttsGet", "parameters": query,
-                        "responses": {"200": _audio("audio"), **ERRORS}},
+                "post": {
+                    "summary": "Synthesize speech",
+                    "operationId": "tts",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": tts_schema}},
+                    },
+                    "responses": {"200": _audio("audio"), **ERRORS},
+                },
+                "get": {
+                    "summary": "Synthesize speech (query string, for IVR URL fetches)",
+                    "operationId": "ttsGet",
+                    "parameters": query,
+                    "responses": {"200": _audio("audio"), **ERRORS},
+                },
             },
             "/v1/audio/speech": {
-                "post": {"summary": "OpenAI-compatible speech", "operationId": "openaiSpeech",
-                         "requestBody": {"required": True, "content": {
-                             "application/json": {"schema": openai_schema}}},
-                         "responses": {"200": _audio("audio"), **ERRORS}}},
-            "/v1/voices": {"get": {"summary": "Voices", "operationId": "voices",
-                                   "responses": {"200": {"description": "voices"}}}},
-            "/health": {"get": {"summary": "Process alive", "operationId": "health",
-                                "responses": {"200": {"description": "alive"}}}},
-            "/ready": {"get": {"summary": "Ready to serve (keepalived tracks this)",
-                               "operationId": "ready",
-                               "responses": {"200": {"description": "ready"},
-                                             "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
-                                 "responses": {"200": {"description": "text format"}}}},
+                "post": {
+                    "summary": "OpenAI-compatible speech",
+                    "operationId": "openaiSpeech",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": openai_schema}},
+                    },
+                    "responses": {"200": _audio("audio"), **ERRORS},
+                }
+            },
+            "/v1/voices": {
+                "get": {
+                    "summary": "Voices",
+                    "operationId": "voices",
+                    "responses": {"200": {"description": "voices"}},
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "Process alive",
+                    "operationId": "health",
+                    "responses": {"200": {"description": "alive"}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Ready to serve (keepalived tracks this)",
+                    "operationId": "ready",
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "not ready"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "responses": {"200": {"description": "text format"}},
+                }
+            },
         },
-        "components": {"schemas": {"Error": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {"type": "object", "required": ["code", "message"],
-                                     "properties": {"code": {"type": "string"},
-                                                    "message": {"type": "string"}}}}}}},
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            }
+        },
     }

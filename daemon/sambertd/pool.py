@@ -97,8 +97,9 @@ class WorkerPool:
             self.stats.queued -= 1
         return await self._start(fn, args, deadline)
 
-    async def _start(self, fn: Callable[..., T], args: tuple[Any, ...],
-                     deadline: float | None) -> T:
+    async def _start(
+        self, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None
+    ) -> T:
         job = next(self._ids)
         self.stats.running += 1
         self.stats.started[job] = time.monotonic()

@@ -42,18 +42,19 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 STATE: web.AppKey[Daemon] = web.AppKey("daemon")
 
 
-def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
-    return web.Response(status=status, text=body, content_type="application/json",
-                        headers=headers)
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
 class Daemon:
     """Shared state of one daemon process: config, synthesizer, pool, metrics, lifecycle."""
 
-    def __init__(self, config: Config, config_path: str | None = None,
-                 synthesizer: Synthesizer | None = None) -> None:
+    def __init__(
+        self, config: Config, config_path: str | None = None, synthesizer: Synthesizer | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.synthesizer = synthesizer or Synthesizer(config)
@@ -64,9 +65,12 @@ class Daemon:
         self.draining = False
         self.served = 0
         self.active = 0  # HTTP requests inside a synthesis handler (incl. streams)
-        self.metrics.bind(lambda: self.pool.depth, lambda: self.pool.in_flight,
-                          lambda: 1.0 if self.readiness()[0] else 0.0,
-                          lambda: self.pool.stats.cancelled)
+        self.metrics.bind(
+            lambda: self.pool.depth,
+            lambda: self.pool.in_flight,
+            lambda: 1.0 if self.readiness()[0] else 0.0,
+            lambda: self.pool.stats.cancelled,
+        )
 
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -81,8 +85,10 @@ class Daemon:
 
     def status_line(self) -> str:
         state = self.readiness()[1]
-        return (f"{state}; in-flight {self.pool.in_flight}, queue {self.pool.depth}, "
-                f"served {self.served}")
+        return (
+            f"{state}; in-flight {self.pool.in_flight}, queue {self.pool.depth}, "
+            f"served {self.served}"
+        )
 
     # -- synthesis ------------------------------------------------------------------------
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -91,12 +97,14 @@ class Daemon:
             return await self.pool.run(fn, *args, timeout=self.config.server.request_timeout_s)
         except QueueFull:
             self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(429, "busy", "all workers are busy and the queue is full",
-                           {"Retry-After": "1"}) from None
+            raise ApiError(
+                429, "busy", "all workers are busy and the queue is full", {"Retry-After": "1"}
+            ) from None
         except JobTimeout:
             self.metrics.rejected.labels("timeout").inc()
-            raise ApiError(503, "timeout", "synthesis did not finish in time",
-                           {"Retry-After": "1"}) from None
+            raise ApiError(
+                503, "timeout", "synthesis did not finish in time", {"Retry-After": "1"}
+            ) from None
 
     async def synthesize(self, http: web.Request, call: TtsCall) -> web.StreamResponse:
         if self.draining or not self.warm:
@@ -115,19 +123,26 @@ class Daemon:
         started = time.perf_counter()
         result = await self.run(self.synthesizer.render, plan.request)
         self._account(plan, result.duration, time.perf_counter() - started)
-        headers = {"X-Audio-Duration": f"{result.duration:.3f}", "X-Voice": result.voice,
-                   "X-Sample-Rate": str(result.sample_rate)}
-        return web.Response(body=result.audio, content_type=result.format.content_type,
-                            headers=headers)
+        headers = {
+            "X-Audio-Duration": f"{result.duration:.3f}",
+            "X-Voice": result.voice,
+            "X-Sample-Rate": str(result.sample_rate),
+        }
+        return web.Response(
+            body=result.audio, content_type=result.format.content_type, headers=headers
+        )
 
     async def _stream(self, http: web.Request, plan: Plan) -> web.StreamResponse:
         """One chunk per sentence; the first leaves as soon as sentence one is synthesized.
         Each sentence is its own pool job, so a client that leaves frees the queue at once."""
         started = time.perf_counter()
-        response = web.StreamResponse(headers={
-            "Content-Type": "audio/wav" if plan.format.name == "wav" else "audio/pcm",
-            "X-Voice": plan.voice.id, "X-Sample-Rate": str(plan.rate),
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "audio/wav" if plan.format.name == "wav" else "audio/pcm",
+                "X-Voice": plan.voice.id,
+                "X-Sample-Rate": str(plan.rate),
+            }
+        )
         response.enable_chunked_encoding()
         total = 0.0
         for i in range(len(plan.sentences)):
@@ -153,8 +168,11 @@ class Daemon:
         started = time.perf_counter()
         await self.pool.run(self.synthesizer.warm_up)
         self.warm = True
-        log.info("engines warm in %.2f s: %s", time.perf_counter() - started,
-                 ", ".join(f"{e.name} ({e.model_version})" for e in self.synthesizer.engines))
+        log.info(
+            "engines warm in %.2f s: %s",
+            time.perf_counter() - started,
+            ", ".join(f"{e.name} ({e.model_version})" for e in self.synthesizer.engines),
+        )
 
     async def reload(self) -> None:
         """SIGHUP: build a new synthesizer from the config file off the loop, then swap.
@@ -170,8 +188,11 @@ class Daemon:
         else:
             self.config, self.synthesizer = config, fresh
             self.metrics.reloads.labels("ok").inc()
-            log.info("reloaded configuration from %s (lexicon %d entries)", config.source,
-                     len(fresh.frontend.lexicon))
+            log.info(
+                "reloaded configuration from %s (lexicon %d entries)",
+                config.source,
+                len(fresh.frontend.lexicon),
+            )
         self.notifier.ready(self.status_line())
 
     async def drain(self) -> None:
@@ -209,6 +230,7 @@ class Daemon:
 
 # -- HTTP layer -----------------------------------------------------------------------------
 
+
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, JSON errors for everything, and per-route metrics."""
@@ -239,8 +261,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
 def _http_error(exc: web.HTTPException) -> web.Response:
     codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
     headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-    return error_response(exc.status, codes.get(exc.status, "http_error"), exc.reason,
-                          headers)
+    return error_response(exc.status, codes.get(exc.status, "http_error"), exc.reason, headers)
 
 
 def _domain_error(exc: Exception, daemon: Daemon) -> web.Response:
@@ -248,8 +269,9 @@ def _domain_error(exc: Exception, daemon: Daemon) -> web.Response:
         return error_response(413 if exc.code == "text_too_long" else 422, exc.code, str(exc))
     if isinstance(exc, UnknownVoiceError):
         status = 422 if "emotion" in str(exc) else 404
-        return error_response(status, "unknown_voice" if status == 404 else "unknown_emotion",
-                              str(exc))
+        return error_response(
+            status, "unknown_voice" if status == 404 else "unknown_emotion", str(exc)
+        )
     if isinstance(exc, EngineError):
         log.error("engine error: %s", exc)
         daemon.metrics.engine_errors.labels("engine").inc()
@@ -262,8 +284,9 @@ async def _json_body(request: web.Request) -> Any:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     daemon = request.app[STATE]
     if (request.content_length or 0) > daemon.config.server.max_body_bytes:
-        raise ApiError(413, "body_too_large",
-                       f"body over {daemon.config.server.max_body_bytes} bytes")
+        raise ApiError(
+            413, "body_too_large", f"body over {daemon.config.server.max_body_bytes} bytes"
+        )
     raw = await request.read()
     try:
         return json.loads(raw.decode("utf-8"))
@@ -273,8 +296,11 @@ async def _json_body(request: web.Request) -> Any:
 
 def _tts_options(daemon: Daemon) -> dict[str, Any]:
     cfg = daemon.config
-    return {"max_chars": cfg.server.max_request_chars, "default_format": cfg.audio.format,
-            "default_rate": cfg.audio.sample_rate}
+    return {
+        "max_chars": cfg.server.max_request_chars,
+        "default_format": cfg.audio.format,
+        "default_rate": cfg.audio.sample_rate,
+    }
 
 
 async def tts_post(request: web.Request) -> web.StreamResponse:
@@ -293,18 +319,25 @@ async def tts_get(request: web.Request) -> web.StreamResponse:
 
 async def openai_speech(request: web.Request) -> web.StreamResponse:
     daemon = request.app[STATE]
-    call = openai_call(await _json_body(request),
-                       max_chars=daemon.config.server.max_request_chars)
+    call = openai_call(await _json_body(request), max_chars=daemon.config.server.max_request_chars)
     return await daemon.synthesize(request, call)
 
 
 async def voices(request: web.Request) -> web.Response:
     daemon = request.app[STATE]
-    items = [{"id": v.id, "engine": v.engine, "language": v.language,
-              "sample_rate": v.sample_rate, "sample_rates": list(audio.SAMPLE_RATES),
-              "emotions": list(v.emotions), "description": v.description,
-              "default": v.id == daemon.config.engine.default_voice}
-             for v in daemon.synthesizer.voices()]
+    items = [
+        {
+            "id": v.id,
+            "engine": v.engine,
+            "language": v.language,
+            "sample_rate": v.sample_rate,
+            "sample_rates": list(audio.SAMPLE_RATES),
+            "emotions": list(v.emotions),
+            "description": v.description,
+            "default": v.id == daemon.config.engine.default_voice,
+        }
+        for v in daemon.synthesizer.voices()
+    ]
     return web.json_response({"voices": items})
 
 
@@ -329,8 +362,9 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 def create_app(daemon: Daemon) -> web.Application:
-    app = web.Application(middlewares=[middleware],
-                          client_max_size=daemon.config.server.max_body_bytes)
+    app = web.Application(
+        middlewares=[middleware], client_max_size=daemon.config.server.max_body_bytes
+    )
     app[STATE] = daemon
     app.router.add_post("/v1/tts", tts_post)
     app.router.add_get("/v1/tts", tts_get, allow_head=False)
@@ -345,6 +379,7 @@ def create_app(daemon: Daemon) -> web.Application:
 
 # -- process ----------------------------------------------------------------------------
 
+
 async def serve(config: Config, config_path: str | None = None) -> None:
     """Run until SIGTERM/SIGINT; READY=1 only once the engines are warm."""
     started = time.perf_counter()
@@ -353,16 +388,20 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, backlog=512)
     await site.start()
-    log.info("sambertd %s listening on %s:%d (%d worker(s), queue %d)", __version__,
-             config.server.host, config.server.port, daemon.pool.workers,
-             daemon.pool.queue_size)
+    log.info(
+        "sambertd %s listening on %s:%d (%d worker(s), queue %d)",
+        __version__,
+        config.server.host,
+        config.server.port,
+        daemon.pool.workers,
+        daemon.pool.queue_size,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks: set[asyncio.Task[None]] = set()
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: tasks.add(loop.create_task(daemon.reload())))
+    loop.add_signal_handler(signal.SIGHUP, lambda: tasks.add(loop.create_task(daemon.reload())))
     await daemon.warm_up()
     daemon.notifier.ready(daemon.status_line())
     log.info("ready in %.2f s", time.perf_counter() - started)

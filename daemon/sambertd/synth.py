@@ -7,12 +7,13 @@ complete encoded file.  Both block and are meant to run in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sambertd import audio
+from sambertd.audio import Format
 from sambertd.config import Config
 from sambertd.engines import Engine, Pcm, Prosody, UnknownVoiceError, Voice, create
 from sambertd.frontend import Frontend, Sentence
@@ -38,7 +39,7 @@ class Request:
 @dataclass(frozen=True)
 class Result:
     audio: bytes
-    format: audio.Format
+    format: Format
     sample_rate: int
     duration: float
     sentences: int
@@ -87,8 +88,9 @@ class Synthesizer:
         rate = audio.output_rate(fmt, request.sample_rate, voice.sample_rate)
         pause = audio.silence(self.config.frontend.sentence_pause_ms / 1000, voice.sample_rate)
         first = self.config.frontend.stream_first_chars if stream else None
-        return Plan(request, engine, voice, fmt, rate,
-                    self.frontend.sentences(request.text, first), pause)
+        return Plan(
+            request, engine, voice, fmt, rate, self.frontend.sentences(request.text, first), pause
+        )
 
     def render(
         self, request: Request, on_sentence: Callable[[int, int], None] | None = None
@@ -120,7 +122,7 @@ class Plan:
     request: Request
     engine: Engine
     voice: Voice
-    format: audio.Format
+    format: Format
     rate: int
     sentences: list[Sentence]
     pause: Pcm

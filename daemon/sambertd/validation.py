@@ -16,19 +16,40 @@ from sambertd import audio
 from sambertd.engines import Prosody
 from sambertd.synth import Request
 
-TTS_FIELDS = ("text", "voice", "emotion", "format", "sample_rate", "speed", "pitch", "volume",
-              "stream")
+TTS_FIELDS = (
+    "text",
+    "voice",
+    "emotion",
+    "format",
+    "sample_rate",
+    "speed",
+    "pitch",
+    "volume",
+    "stream",
+)
 STREAM_FORMATS = ("wav", "pcm")
 # OpenAI's voice names; they map to our default voice so OpenAI clients work unchanged.
-OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage",
-                 "shimmer", "verse")
+OPENAI_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+)
 
 
 class ApiError(Exception):
     """An error answered as ``{"error": {"code", "message"}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -57,8 +78,9 @@ def _string(raw: Mapping[str, Any], name: str, default: str, max_len: int = 64) 
     return value
 
 
-def _number(raw: Mapping[str, Any], name: str, default: float, lo: float, hi: float,
-            from_query: bool) -> float:
+def _number(
+    raw: Mapping[str, Any], name: str, default: float, lo: float, hi: float, from_query: bool
+) -> float:
     value = raw.get(name, default)
     if value is None:
         return default
@@ -108,13 +130,15 @@ def text_field(raw: Mapping[str, Any], name: str, max_chars: int) -> str:
     if not isinstance(value, str):
         raise _invalid(name, "must be a string")
     if len(value) > max_chars:
-        raise ApiError(413, "text_too_long",
-                       f"{name} has {len(value)} characters; the limit is {max_chars}")
+        raise ApiError(
+            413, "text_too_long", f"{name} has {len(value)} characters; the limit is {max_chars}"
+        )
     return value
 
 
-def tts_call(raw: Any, *, max_chars: int, default_format: str, default_rate: int,
-             from_query: bool = False) -> TtsCall:
+def tts_call(
+    raw: Any, *, max_chars: int, default_format: str, default_rate: int, from_query: bool = False
+) -> TtsCall:
     """Validate a ``/v1/tts`` body (JSON object) or query string."""
     if not isinstance(raw, Mapping):
         raise ApiError(422, "invalid_body", "the JSON body must be an object")

@@ -34,6 +34,8 @@ from sambertd.frontend.types import Sentence
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
+HOP = 300  # output samples per mel frame
+MEL_BINS = 80
 VOICE = Voice(
     id="baker",
     engine="baker",
@@ -123,7 +125,9 @@ def _dropout_scale_buffers(model: Any, schema: Any, graph: Any, random_out: int)
     cast = next(_consumers(graph, ge.outputs[0]))
     mask_mul = next(_consumers(graph, cast.outputs[0]))
     if (_builtin(model, ge), _builtin(model, cast), _builtin(model, mask_mul)) != (
-        ops.GREATER_EQUAL, ops.CAST, ops.MUL,
+        ops.GREATER_EQUAL,
+        ops.CAST,
+        ops.MUL,
     ):
         raise EngineError("FastSpeech2 graph: dropout pattern not recognised")
     scaled = next(t for t in mask_mul.inputs if t != cast.outputs[0])
@@ -187,15 +191,31 @@ def _check_only_dropout_uses(model: Any, graph: Any, buffer_index: int) -> None:
 
 
 class _Runtime:
-    """One thread's FastSpeech2 + MB-MelGAN interpreters."""
+    """One thread's FastSpeech2 + MB-MelGAN interpreters.
 
-    def __init__(self, acoustic: bytes, vocoder: bytes, threads: int) -> None:
+    The vocoder runs on fixed windows of ``window`` mel frames, each with ``context`` frames
+    of overlap on both sides that are computed and thrown away.  Why: its activation arena
+    grows with input length (about 0.6 MB per frame, so 600 MB for a 12 s sentence) and never
+    shrinks, and every change of input shape costs a slow re-preparation of the XNNPACK
+    delegate.  A fixed window bounds memory per thread and prepares once; the overlap keeps
+    the joins inaudible (MB-MelGAN's receptive field is a few frames).
+    """
+
+    def __init__(
+        self, acoustic: bytes, vocoder: bytes, threads: int, window: int, context: int
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.acoustic = Interpreter(model_content=acoustic, num_threads=threads)
         self.vocoder = Interpreter(model_content=vocoder, num_threads=threads)
         self._acoustic_in = self.acoustic.get_input_details()
         self._mel_out = self.acoustic.get_output_details()[1]["index"]
+        self._voc_in = self.vocoder.get_input_details()[0]["index"]
+        self._voc_out = self.vocoder.get_output_details()[0]["index"]
+        self.window, self.context = window, context
+        if window:
+            self.vocoder.resize_tensor_input(self._voc_in, [1, window, MEL_BINS])
+            self.vocoder.allocate_tensors()
 
     def mel(self, ids: list[int], speed: float, pitch: float) -> np.ndarray[Any, Any]:
         details = self._acoustic_in
@@ -212,16 +232,34 @@ class _Runtime:
         for detail, value in zip(details, feeds, strict=True):
             self.acoustic.set_tensor(detail["index"], value)
         self.acoustic.invoke()
-        return self.acoustic.get_tensor(self._mel_out)
+        return np.asarray(self.acoustic.get_tensor(self._mel_out))
+
+    def _vocode(self, mel: np.ndarray[Any, Any]) -> Pcm:
+        self.vocoder.set_tensor(self._voc_in, np.ascontiguousarray(mel, dtype=np.float32))
+        self.vocoder.invoke()
+        return np.asarray(self.vocoder.get_tensor(self._voc_out)[0, :, 0], dtype=np.float32)
 
     def audio(self, mel: np.ndarray[Any, Any]) -> Pcm:
-        index = self.vocoder.get_input_details()[0]["index"]
-        self.vocoder.resize_tensor_input(index, list(mel.shape))
-        self.vocoder.allocate_tensors()
-        self.vocoder.set_tensor(index, mel)
-        self.vocoder.invoke()
-        out = self.vocoder.get_tensor(self.vocoder.get_output_details()[0]["index"])
-        return np.asarray(out[0, :, 0], dtype=np.float32)
+        frames = mel.shape[1]
+        if not self.window:
+            self.vocoder.resize_tensor_input(self._voc_in, list(mel.shape))
+            self.vocoder.allocate_tensors()
+            return self._vocode(mel)
+        ctx, core = self.context, self.window - 2 * self.context
+        floor = float(mel.min())  # pad with the utterance's own silence level
+        padded = np.concatenate(
+            [
+                np.full((1, ctx, MEL_BINS), floor, np.float32),
+                mel,
+                np.full((1, self.window, MEL_BINS), floor, np.float32),
+            ],
+            axis=1,
+        )
+        pieces = [
+            self._vocode(padded[:, start : start + self.window])[ctx * HOP : (ctx + core) * HOP]
+            for start in range(0, frames, core)
+        ]
+        return np.concatenate(pieces)[: frames * HOP]
 
 
 class BakerEngine(Engine):
@@ -229,9 +267,18 @@ class BakerEngine(Engine):
 
     name = "baker"
 
-    def __init__(self, threads: int = 2, assets: Path | None = None) -> None:
+    def __init__(
+        self,
+        threads: int = 2,
+        assets: Path | None = None,
+        vocoder_window: int = 192,
+        vocoder_context: int = 16,
+    ) -> None:
         super().__init__()
+        if vocoder_window and vocoder_window <= 2 * vocoder_context:
+            raise EngineError("vocoder window must be larger than twice its context")
         self.threads = threads
+        self.vocoder_window, self.vocoder_context = vocoder_window, vocoder_context
         self._assets = assets
         self._local = threading.local()
         self._acoustic = b""
@@ -261,7 +308,13 @@ class BakerEngine(Engine):
     def _runtime(self) -> _Runtime:
         runtime: _Runtime | None = getattr(self._local, "runtime", None)
         if runtime is None:
-            runtime = _Runtime(self._acoustic, self._vocoder, self.threads)
+            runtime = _Runtime(
+                self._acoustic,
+                self._vocoder,
+                self.threads,
+                self.vocoder_window,
+                self.vocoder_context,
+            )
             self._local.runtime = runtime
         return runtime
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sambertd.config import FrontendConfig
 from sambertd.frontend import lexicon, split
 from sambertd.frontend.cleanup import clean
 from sambertd.frontend.errors import EMPTY_TEXT, TEXT_TOO_LONG, UNSPEAKABLE_TEXT, FrontendError
@@ -38,9 +39,9 @@ class Frontend:
     def __init__(
         self,
         lexicon_path: str | Path | None = None,
-        max_sentence_chars: int = 50,
-        max_text_chars: int = 100_000,
-        sandhi: bool = True,
+        max_sentence_chars: int = FrontendConfig.max_sentence_chars,
+        max_text_chars: int = FrontendConfig.max_text_chars,
+        sandhi: bool = FrontendConfig.sandhi,
     ) -> None:
         self.lexicon = lexicon.load(lexicon_path)
         self.max_sentence_chars = max_sentence_chars

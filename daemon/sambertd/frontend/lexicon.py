@@ -1,7 +1,8 @@
 """The per-site pronunciation lexicon: place names, officials' titles, local terms.
 
-One entry a line, ``word  syl1 syl2 …`` with TONE3 syllables (``重庆 chong2 qing4``; ü as v or ü); ``#`` starts a
-comment.  Errors name the file and line, so `sambertd check` can tell an operator what to fix.
+One entry a line, ``word  syl1 syl2 …`` with TONE3 syllables (``重庆 chong2 qing4``; ü may be
+written v or ü); ``#`` starts a comment.  Errors name the file and line, so that
+`sambertd check` can tell an operator what to fix.
 """
 
 from __future__ import annotations

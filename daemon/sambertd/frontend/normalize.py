@@ -127,6 +127,37 @@ def read_digits(digits: str) -> str:
     return only.translate(_DIGIT_READING)
 
 
+def _digit_groups(digits: str) -> list[str]:
+    """Split one run of digits the way numbers are dictated: mobile 3-4-4, 400/800 numbers
+    3-3-4, ID numbers 6-8-4, anything else longer than four digits in fours from the left
+    (never leaving a lone last digit)."""
+    if len(digits) == 11 and digits[0] == "1":  # mobile 138-1234-5678
+        return [digits[:3], digits[3:7], digits[7:]]
+    if len(digits) == 10 and digits[:3] in ("400", "800"):  # service numbers 400-123-4567
+        return [digits[:3], digits[3:6], digits[6:]]
+    if len(digits) in (17, 18):  # resident ID: region, birth date, sequence (+ check digit)
+        return [digits[:6], digits[6:14], digits[14:]]
+    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        groups[-2:] = [groups[-2] + groups[-1]]
+    return groups
+
+
+def dictate(number: str) -> str:
+    """Read a number meant to be written down (phone, hotline, ID, case number) digit by digit,
+    with a short pause (、) between groups — and between every digit of a short number such as
+    a hotline.  Said in one breath, 一二三四五 blurs for a caller on a phone line; read in
+    groups, the way a hotline agent dictates, it can be taken down (and an ASR listener
+    transcribes it as digits instead of guessing a quantity).  Existing separators (-, space,
+    parentheses) mark groups too.
+    """
+    runs = [r for r in re.split(r"[^0-9]+", number) if r]
+    groups = [g for run in runs for g in _digit_groups(run)]
+    if len(groups) == 1 and len(groups[0]) <= 5:
+        groups = list(groups[0])
+    return "、".join(read_digits(g) for g in groups)
+
+
 def _apply_liang(reading: str, following: str) -> str:
     """Use 两 where Mandarin says it: 两千, 两万, 两亿 at the head of a group, and 两个.
 
@@ -173,7 +204,8 @@ def spell_letters(word: str) -> str:
 
 
 def _spell_token(token: str) -> str:
-    """Spell a URL or e-mail piece: letters by :data:`LETTERS`, digits one by one."""
+    """Spell a URL or e-mail piece: letters by :data:`LETTERS`, digits one by one, each with
+    a short pause (、) after it, so that a listener can type it in."""
     out: list[str] = []
     for ch in token:
         if "0" <= ch <= "9":
@@ -182,7 +214,7 @@ def _spell_token(token: str) -> str:
             out.append(LETTERS[ch.upper()])
         else:
             out.append(_URL_SYMBOLS.get(ch, ""))
-    return "".join(out)
+    return "、".join(x for x in out if x)
 
 
 def _sign_allowed(match: re.Match[str], group: str) -> bool:
@@ -196,6 +228,9 @@ def _sign_allowed(match: re.Match[str], group: str) -> bool:
         return False
     # 9点-12点, 五日-十日: a dash after a counted unit is a range, not a minus sign.
     return not (start > 1 and text[start - 2] in _NUMERAL_CHARS)
+
+
+_HAN_CHAR_RE = re.compile(f"[{_HAN}]")
 
 
 def _following(match: re.Match[str], n: int = 4) -> str:
@@ -294,7 +329,10 @@ def _url(match: re.Match[str]) -> str:
     body = url.rstrip(".,;:!?")
     tail = url[len(body) :]
     body = re.sub(r"^(?:https?|ftp)://", "", body, flags=re.IGNORECASE).rstrip("/")
-    return _spell_token(body) + tail
+    # A spelled address stands apart from the words around it: a pause before and after.
+    before = "，" if _HAN_CHAR_RE.fullmatch(_preceding(match, 1)) else ""
+    after = "，" if not tail and _HAN_CHAR_RE.fullmatch(_following(match, 1)) else ""
+    return before + _spell_token(body) + tail + after
 
 
 # --- digit strings: IDs, phone numbers, hotlines --------------------------------------------
@@ -304,14 +342,14 @@ _ID_CARD_RE = re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{16}[0-9Xx](?![0-9A-Za-z])"
 
 def _id_card(match: re.Match[str]) -> str:
     number = match.group()
-    return read_digits(number) + (LETTERS["X"] if number[-1] in "Xx" else "")
+    return dictate(number) + ("、" + LETTERS["X"] if number[-1] in "Xx" else "")
 
 
 _NUMBER_SIGN_RE = re.compile(r"(?<![A-Za-z])(?:No|NO|no|№)\.?\s?(?P<num>[0-9]+(?:-[0-9]+)*)")
 
 
 def _number_sign(match: re.Match[str]) -> str:
-    return "编号" + read_digits(match.group("num"))
+    return "编号" + dictate(match.group("num"))
 
 
 # Words after which a number is dialled or copied rather than counted (longest first).
@@ -334,13 +372,13 @@ def _phone_context(match: re.Match[str]) -> str:
     """After 电话/热线/编号/... a number is dialled or copied, so read it digit by digit."""
     sep = match.group("sep").replace(" ", "").replace(":", "：")
     num = match.group("num")
-    out = match.group("kw") + sep + read_digits(num)
+    out = match.group("kw") + sep + dictate(num)
     if num[-1] in "Xx":
-        out += LETTERS["X"]
+        out += "、" + LETTERS["X"]
     if match.group("ext"):
-        out += match.group("ext") + read_digits(match.group("extnum"))
+        out += match.group("ext") + dictate(match.group("extnum"))
     for sep, number in re.findall(r"([、/或])([0-9-]+)", match.group("more")):
-        out += ("、" if sep == "/" else sep) + read_digits(number)
+        out += ("，" if sep in "/、" else sep) + dictate(number)
     return out
 
 
@@ -354,7 +392,7 @@ _PHONE_RE = re.compile(
 
 
 def _phone(match: re.Match[str]) -> str:
-    return read_digits(match.group())
+    return dictate(match.group())
 
 
 _HOTLINE_RE = re.compile(
@@ -367,7 +405,7 @@ def _hotline(match: re.Match[str]) -> str:
     """Well-known hotlines (12345, 12315, 95598, ...) unless they count something."""
     if _preceding(match, 1) == "第" or _QUANTITY_FOLLOW_RE.match(_following(match).lstrip()):
         return match.group()
-    return read_digits(match.group())
+    return dictate(match.group())
 
 
 _BEFORE_HOTLINE_RE = re.compile(
@@ -379,7 +417,7 @@ def _before_hotline(match: re.Match[str]) -> str:
     """``12345政务服务便民热线``: the number names the hotline."""
     if _QUANTITY_FOLLOW_RE.match(_following(match).lstrip()):
         return match.group()
-    return read_digits(match.group())
+    return dictate(match.group())
 
 
 _ROOM_RE = re.compile(r"(?<![0-9.])[0-9]{3,4}(?=室|房间|会议室|办公室|教室|号房)")

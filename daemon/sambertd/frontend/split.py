@@ -44,7 +44,7 @@ def pack(clause_list: list[str], max_chars: int) -> list[str]:
     return out
 
 
-def split(text: str, max_chars: int = 50, first_max_chars: int | None = None) -> list[str]:
+def split(text: str, max_chars: int, first_max_chars: int | None = None) -> list[str]:
     """Synthesis units of at most ``max_chars`` characters, in reading order.
 
     ``first_max_chars`` caps the first unit harder: a stream's first chunk can only leave once
@@ -54,7 +54,21 @@ def split(text: str, max_chars: int = 50, first_max_chars: int | None = None) ->
         raise ValueError("max_chars must be at least 2")
     units: list[str] = []
     for sentence in sentences(text):
-        units.extend([sentence] if len(sentence) <= max_chars else pack(clauses(sentence), max_chars))
+        units.extend(
+            [sentence] if len(sentence) <= max_chars else pack(clauses(sentence), max_chars)
+        )
     if first_max_chars and units and len(units[0]) > first_max_chars:
-        units[:1] = pack(clauses(units[0]), first_max_chars)
+        units[:1] = head_and_rest(units[0], first_max_chars)
     return units
+
+
+def head_and_rest(unit: str, head_chars: int) -> list[str]:
+    """Its leading clauses (as many as fit in ``head_chars``, at least one) and the rest.
+    Cuts only at punctuation: a clause is never broken mid-word to make the head shorter."""
+    parts = clauses(unit)
+    head, i = parts[0], 1
+    while i < len(parts) and len(head) + len(parts[i]) <= head_chars:
+        head += parts[i]
+        i += 1
+    rest = "".join(parts[i:])
+    return [head, rest] if rest else [head]
