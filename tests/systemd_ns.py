@@ -54,8 +54,13 @@ def unavailable() -> str | None:
 
 
 class SystemdNamespace:
-    def __init__(self, work: Path, units: dict[str, str], users: list[str]) -> None:
+    def __init__(
+        self, work: Path, units: dict[str, str], users: list[str], keep: tuple[Path, ...] = ()
+    ) -> None:
         self.work = work
+        # Host paths under the directories we hide (a checkout in /tmp, say) that must stay
+        # visible inside: moved back on top of the fresh tmpfs.
+        self.keep = [p for p in keep if p.is_relative_to("/tmp") or p.is_relative_to("/var")]
         self.units = units
         self.users = users
         self.pid = 0
@@ -90,6 +95,13 @@ class SystemdNamespace:
             path.write_text(text)
         passwd, group = self._identity_files()
         masks = " ".join(MASK)
+        hold = "; ".join(
+            f"mkdir -p /run/keep/{i} && mount --bind {p} /run/keep/{i}"
+            for i, p in enumerate(self.keep)
+        )
+        restore = "; ".join(
+            f"mkdir -p {p} && mount --move /run/keep/{i} {p}" for i, p in enumerate(self.keep)
+        )
         script = self.work / "boot.sh"
         script.write_text(
             textwrap.dedent(f"""\
@@ -102,7 +114,9 @@ class SystemdNamespace:
             cp -r {unit_dir}/. /run/systemd/system/
             for u in {masks}; do ln -sf /dev/null /run/systemd/system/$u; done
             mount --bind {self.work} {INSIDE}
+            {hold}
             for d in /tmp /var/tmp /var/log; do mount -t tmpfs -o mode=1777 tmpfs $d; done
+            {restore}
             ip link set lo up
             exec {SYSTEMD} --system --unit=test-boot.target --log-level=notice
             """)

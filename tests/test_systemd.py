@@ -42,11 +42,14 @@ def unit_files() -> dict[str, str]:
     """The shipped unit, plus a test drop-in that points it at this checkout's venv.
 
     Where the checkout or its interpreter sits under a directory the ``sambertd`` user cannot
-    enter (a clone in /root, say), the drop-in runs the unit as root; everything else in the
-    shipped unit stays as it is."""
+    enter (a clone in /root, say), the drop-in runs the unit as root; a checkout under /tmp is
+    bound back into the unit's private /tmp.  Everything else in the shipped unit stays."""
     python = Path(sys.executable).resolve()
     as_root = not (world_readable(REPO) and world_readable(python))
     user = "User=root\nGroup=root\nProtectHome=read-only\n" if as_root else ""
+    # PrivateTmp= hides a checkout that lives in /tmp: bind it back, read-only.
+    if REPO.is_relative_to("/tmp") or REPO.is_relative_to("/var/tmp"):
+        user += f"BindReadOnlyPaths={REPO}\n"
     dropin = (
         textwrap.dedent(f"""\
         [Service]
@@ -70,7 +73,7 @@ def ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespace]:
     work = tmp_path_factory.mktemp("systemd")
     (work / "client.py").write_text(CLIENT % PORT)
     work.chmod(0o755)
-    box = SystemdNamespace(work, unit_files(), users=["sambertd"])
+    box = SystemdNamespace(work, unit_files(), users=["sambertd"], keep=(REPO,))
     box.start()
     try:
         yield box
@@ -111,9 +114,8 @@ def test_start_returns_only_after_ready(ns: SystemdNamespace) -> None:
     assert http(ns, "/ready")[0] == 200
     assert ns.show("sambertd", "ActiveState") == "active"
     assert ns.show("sambertd", "StatusText").startswith("ready")
-    expected_user = (
-        "root" if "User=root" in unit_files()["sambertd.service.d/test.conf"] else "sambertd"
-    )
+    dropin = unit_files()["sambertd.service.d/test.conf"]
+    expected_user = "root" if "User=root" in dropin else "sambertd"
     assert ns.show("sambertd", "User") == expected_user
     assert elapsed > 0.5  # it waited for warm-up instead of returning at fork
 
