@@ -126,22 +126,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return False
         if isinstance(value, bool):
             return value
-    elif hint is int:
+    elif hint in (int, float):
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                return hint(value.strip())
             except ValueError:
                 pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        elif isinstance(value, hint | int) and not isinstance(value, bool):  # TOML 1 → 1.0
+            return hint(value)
     elif hint is str:
         if isinstance(value, str):
             return value
