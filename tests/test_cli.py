@@ -98,7 +98,7 @@ def test_check_accepts_the_shipped_config() -> None:
         (["synth", "-i", "/nonexistent/in.txt", "-o", "{out}"], {}, "No such file"),
         (["synth", "你好", "-o", "/nonexistent/dir/out.wav"], {}, "No such file"),
         (["voices"], {"SAMBERTD_SERVER_PORT": "eighty"}, "expected int"),
-        (["check"], {"SAMBERTD_ENGINE_ENGINES": "nosuch"}, "unknown engine 'nosuch'"),
+        (["check"], {"SAMBERTD_ENGINE_ENGINES": "nosuch"}, "unknown engine(s) nosuch"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -117,3 +117,33 @@ def test_usage_errors_exit_2() -> None:
     proc = run("synth", "-o", "x.wav")
     assert proc.returncode == 2
     assert b"give the text" in proc.stderr
+
+
+def test_check_model_dir_good_and_broken(tmp_path: Path) -> None:
+    from tests.modeldir import make_model_dir
+
+    good = make_model_dir(tmp_path / "good", voices=("zhitian_emo", "zhiyan_emo"))
+    proc = run("check", "--model-dir", str(good))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out
+    assert "voices: zhitian_emo, zhiyan_emo" in out and "layout ok" in out
+    assert "configured voices not in this model: zhizhe_emo, zhibei_emo" in out
+    (good / "voices" / "zhiyan_emo" / "voc" / "config.yaml").unlink()
+    proc = run("check", "--model-dir", str(good))
+    assert proc.returncode == 1
+    assert "missing or broken: voices/zhiyan_emo/voc/config.yaml: missing" in proc.stdout.decode()
+
+
+def test_voices_lists_sambert_voices_from_the_model_dir(tmp_path: Path) -> None:
+    from tests.modeldir import make_model_dir
+
+    model = make_model_dir(tmp_path / "m", voices=("zhitian_emo", "zhibei_emo"))
+    proc = run(
+        "voices",
+        env={"SAMBERTD_ENGINE_ENGINES": "sambert,baker", "SAMBERTD_SAMBERT_MODEL_DIR": str(model)},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = [line.split() for line in proc.stdout.decode().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["zhitian_emo", "zhibei_emo", "baker"]
+    assert rows[0][1:4] == ["sambert", "zh-CN", "16000"]
+    assert rows[0][4] == "neutral,happy,sad,angry,fear,disgust,surprise"

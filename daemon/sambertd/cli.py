@@ -230,9 +230,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--model-dir",
+    type=click.Path(file_okay=False),
+    help="Validate a Sambert-HiFiGAN model directory's layout instead.",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, model_dir: str | None) -> None:
     """Validate the configuration, lexicon and engine files (like `nginx -t`)."""
+    if model_dir is not None:
+        _check_model_dir(model_dir, _config(ctx).sambert.voices)
+        return
     from sambertd.synth import Synthesizer
 
     cfg = _config(ctx)
@@ -248,3 +256,19 @@ def check(ctx: click.Context) -> None:
         f"({len(synthesizer.voices())} voice(s), lexicon "
         f"{len(synthesizer.frontend.lexicon)} entries)"
     )
+
+
+def _check_model_dir(path: str, wanted: tuple[str, ...]) -> None:
+    from sambertd.engines.sambert import check_model_dir
+
+    layout = check_model_dir(path)
+    click.echo(f"model directory {layout.path}")
+    click.echo(f"voices: {', '.join(layout.voices) or '(none)'}")
+    absent = [w for w in wanted if layout.voices and w not in layout.voices]
+    if absent:
+        click.echo(f"note: configured voices not in this model: {', '.join(absent)}")
+    for problem in layout.problems:
+        click.echo(f"missing or broken: {problem}")
+    if not layout.ok:
+        sys.exit(1)
+    click.echo("layout ok")

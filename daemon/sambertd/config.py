@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -51,6 +52,20 @@ class EngineConfig:
     engines: tuple[str, ...] = ("baker",)
     default_voice: str = "baker"
     threads: int = 2
+    degrade: bool = True
+    breaker_window_s: float = 60.0
+    breaker_min_calls: int = 20
+    breaker_error_rate: float = 0.05
+    breaker_open_s: float = 30.0
+    health_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SambertConfig:
+    model_dir: str = ""
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    fp16: bool = True
+    voices: tuple[str, ...] = ("zhitian_emo", "zhiyan_emo", "zhizhe_emo", "zhibei_emo")
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,7 @@ class AudioConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    sambert: SambertConfig = field(default_factory=SambertConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     source: str = "defaults"
@@ -93,6 +109,28 @@ class Config:
             problems.append("server.workers and server.queue_size must be >= 0")
         if self.server.max_body_bytes < 1024 or self.server.max_request_chars < 1:
             problems.append("server.max_body_bytes must be >= 1024, max_request_chars >= 1")
+        if not 0 <= self.engine.breaker_error_rate <= 1 or self.engine.breaker_min_calls < 1:
+            problems.append("engine.breaker_error_rate must be 0..1, breaker_min_calls >= 1")
+        if (
+            min(
+                self.engine.breaker_window_s,
+                self.engine.breaker_open_s,
+                self.engine.health_interval_s,
+            )
+            <= 0
+        ):
+            problems.append(
+                "engine.breaker_window_s, breaker_open_s, health_interval_s must be > 0"
+            )
+        device = self.sambert.device
+        if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", device)):
+            problems.append(f"sambert.device {device!r}: use auto, cpu, cuda or cuda:N")
+        unknown = sorted(set(self.engine.engines) - {"baker", "sambert"})
+        if unknown:
+            problems.append(
+                f"engine.engines: unknown engine(s) {', '.join(unknown)} "
+                "(available: baker, sambert)"
+            )
         if self.engine.threads < 1:
             problems.append("engine.threads must be >= 1")
         if self.frontend.max_sentence_chars < 8 or self.frontend.stream_first_chars < 2:

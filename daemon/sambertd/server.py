@@ -33,7 +33,7 @@ from sambertd.frontend.lexicon import LexiconError
 from sambertd.metrics import Metrics
 from sambertd.notify import Notifier
 from sambertd.pool import JobTimeout, QueueFull, WorkerPool
-from sambertd.synth import Plan, Synthesizer
+from sambertd.synth import EngineUnavailable, Plan, Synthesizer
 from sambertd.validation import ApiError, TtsCall, openai_call, tts_call
 
 log = logging.getLogger("sambertd")
@@ -74,14 +74,23 @@ class Daemon:
 
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
-        """What /ready (and so keepalived) sees: warm, not draining, workers not wedged."""
+        """What /ready (and so keepalived) sees: warm, not draining, workers not wedged, and
+        the preferred engine serving.  "degraded" (still 200) means a lower rung of the
+        ladder or a CPU fallback is serving; with ``engine.degrade`` off a failed preferred
+        engine makes this 503, so keepalived moves the VIP to the peer."""
         if self.draining:
             return False, "draining"
         if not self.warm:
             return False, "warming up"
         if self.pool.stuck(self.config.server.hang_timeout_s):
             return False, "worker hung"
-        return True, "ready"
+        health = self.synthesizer.health()
+        if all(v == "ok" for v in health.values()):
+            return True, "ready"
+        first = next(iter(health.values()))
+        if not self.config.engine.degrade and not first.startswith(("ok", "degraded")):
+            return False, "engine unavailable"
+        return True, "degraded"
 
     def status_line(self) -> str:
         state = self.readiness()[1]
@@ -121,12 +130,13 @@ class Daemon:
 
     async def _whole(self, http: web.Request, plan: Plan) -> web.Response:
         started = time.perf_counter()
-        result = await self.run(self.synthesizer.render, plan.request)
+        result = await self.run(self.synthesizer.render_plan, plan)
         self._account(plan, result.duration, time.perf_counter() - started)
         headers = {
             "X-Audio-Duration": f"{result.duration:.3f}",
             "X-Voice": result.voice,
             "X-Sample-Rate": str(result.sample_rate),
+            **({"X-Degraded": "1"} if result.degraded else {}),
         }
         return web.Response(
             body=result.audio, content_type=result.format.content_type, headers=headers
@@ -141,6 +151,7 @@ class Daemon:
                 "Content-Type": "audio/wav" if plan.format.name == "wav" else "audio/pcm",
                 "X-Voice": plan.voice.id,
                 "X-Sample-Rate": str(plan.rate),
+                **({"X-Degraded": "1"} if plan.degraded else {}),
             }
         )
         response.enable_chunked_encoding()
@@ -227,6 +238,14 @@ class Daemon:
             self.notifier.status(self.status_line())
             await asyncio.sleep(self.config.server.status_interval_s)
 
+    async def health_loop(self) -> None:
+        """Let engines re-check themselves (a GPU probe) now and then, in a worker."""
+        while True:
+            await asyncio.sleep(self.config.engine.health_interval_s)
+            for engine in self.synthesizer.engines:
+                with contextlib.suppress(QueueFull, JobTimeout):  # busy: next round checks
+                    await self.pool.run(engine.check_health, timeout=30)
+
 
 # -- HTTP layer -----------------------------------------------------------------------------
 
@@ -272,10 +291,14 @@ def _domain_error(exc: Exception, daemon: Daemon) -> web.Response:
         return error_response(
             status, "unknown_voice" if status == 404 else "unknown_emotion", str(exc)
         )
+    if isinstance(exc, EngineUnavailable):
+        return error_response(503, "engine_unavailable", str(exc), {"Retry-After": "5"})
     if isinstance(exc, EngineError):
         log.error("engine error: %s", exc)
         daemon.metrics.engine_errors.labels("engine").inc()
-        return error_response(503, "engine_error", "the speech engine failed; try again")
+        return error_response(
+            503, "engine_error", "the speech engine failed; try again", {"Retry-After": "1"}
+        )
     return error_response(422, "invalid_parameter", str(exc))
 
 
@@ -348,7 +371,12 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     daemon = request.app[STATE]
     ok, state = daemon.readiness()
-    body = {"status": state, "in_flight": daemon.pool.in_flight, "queue": daemon.pool.depth}
+    body = {
+        "status": state,
+        "in_flight": daemon.pool.in_flight,
+        "queue": daemon.pool.depth,
+        "engines": daemon.synthesizer.health(),
+    }
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -405,7 +433,11 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     await daemon.warm_up()
     daemon.notifier.ready(daemon.status_line())
     log.info("ready in %.2f s", time.perf_counter() - started)
-    background = [loop.create_task(daemon.watchdog()), loop.create_task(daemon.status_loop())]
+    background = [
+        loop.create_task(daemon.watchdog()),
+        loop.create_task(daemon.status_loop()),
+        loop.create_task(daemon.health_loop()),
+    ]
     await stop.wait()
     await daemon.drain()
     for task in [*background, *tasks]:

@@ -7,6 +7,8 @@ complete encoded file.  Both block and are meant to run in a worker thread.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,9 +16,20 @@ import numpy as np
 
 from sambertd import audio
 from sambertd.audio import Format
+from sambertd.breaker import CircuitBreaker
 from sambertd.config import Config
-from sambertd.engines import Engine, Pcm, Prosody, UnknownVoiceError, Voice, create
+from sambertd.engines import (
+    Engine,
+    EngineError,
+    Pcm,
+    Prosody,
+    UnknownVoiceError,
+    Voice,
+    create,
+)
 from sambertd.frontend import Frontend, Sentence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,10 +58,36 @@ class Result:
     sentences: int
     voice: str
     engine: str
+    degraded: bool = False
+
+
+class EngineUnavailable(EngineError):
+    """No engine can serve this voice now (HTTP 503, so keepalived may move the VIP)."""
+
+
+@dataclass
+class Rung:
+    """One step of the degradation ladder: an engine and the breaker that guards it."""
+
+    engine: Engine
+    breaker: CircuitBreaker
+
+    def synthesize(self, sentence: Sentence, voice: Voice, request: Request) -> Pcm:
+        """Synthesize and count the outcome; any failure becomes an :class:`EngineError`."""
+        try:
+            pcm = self.engine.synthesize(sentence, voice.id, request.emotion, request.prosody)
+        except UnknownVoiceError:
+            raise
+        except Exception as exc:
+            self.breaker.record(False, f"{type(exc).__name__}: {exc}")
+            log.error("engine %s failed: %s", self.engine.name, exc)
+            raise EngineError(f"engine {self.engine.name} failed: {exc}") from exc
+        self.breaker.record(True)
+        return pcm
 
 
 class Synthesizer:
-    """Front-end plus engines; voices are looked up across engines in config order."""
+    """Front-end plus the ladder of engines (config order: the first is preferred)."""
 
     def __init__(self, config: Config, engines: list[Engine] | None = None) -> None:
         self.config = config
@@ -58,45 +97,129 @@ class Synthesizer:
             max_text_chars=config.frontend.max_text_chars,
             sandhi=config.frontend.sandhi,
         )
-        self.engines = engines or [create(n, config.engine.threads) for n in config.engine.engines]
+        built = engines or [create(n, config) for n in config.engine.engines]
+        e = config.engine
+        self.rungs = [
+            Rung(
+                engine,
+                CircuitBreaker(
+                    e.breaker_window_s, e.breaker_min_calls, e.breaker_error_rate, e.breaker_open_s
+                ),
+            )
+            for engine in built
+        ]
+
+    @property
+    def engines(self) -> list[Engine]:
+        return [r.engine for r in self.rungs]
 
     def voices(self) -> list[Voice]:
         return [v for e in self.engines for v in e.voices()]
 
-    def resolve(self, voice_id: str) -> tuple[Engine, Voice]:
-        """The engine serving ``voice_id`` ('' means the configured default voice)."""
-        wanted = voice_id or self.config.engine.default_voice
-        for engine in self.engines:
-            for voice in engine.voices():
-                if voice.id == wanted:
-                    return engine, voice
+    def _owner(self, voice_id: str) -> tuple[int, Voice]:
+        for i, rung in enumerate(self.rungs):
+            for voice in rung.engine.voices():
+                if voice.id == voice_id:
+                    return i, voice
         known = ", ".join(v.id for v in self.voices())
-        raise UnknownVoiceError(f"unknown voice {wanted!r}; available: {known}")
+        raise UnknownVoiceError(f"unknown voice {voice_id!r}; available: {known}")
+
+    def resolve(self, voice_id: str, avoid: int | None = None) -> tuple[Rung, Voice, bool]:
+        """The rung and voice that serve ``voice_id`` ('' = the default voice), and whether
+        that is a degraded substitute: when the owner's breaker is open (or ``avoid`` names
+        it), the next rung whose breaker allows serves its own default voice — unless
+        ``engine.degrade`` is off, in which case :class:`EngineUnavailable` (503)."""
+        index, voice = self._owner(voice_id or self.config.engine.default_voice)
+        owner = self.rungs[index]
+        if index != avoid and owner.breaker.allow():
+            return owner, voice, False
+        why = owner.breaker.reason or "failing"
+        if not self.config.engine.degrade:
+            raise EngineUnavailable(f"engine {owner.engine.name} unavailable ({why})")
+        for rung in self.rungs[index + 1 :]:
+            if rung.breaker.allow():
+                return rung, rung.engine.voices()[0], True
+        raise EngineUnavailable(
+            f"engine {owner.engine.name} unavailable ({why}) and no fallback engine can serve"
+        )
+
+    def health(self) -> dict[str, str]:
+        """Per engine: "ok", or why it is not (breaker open, running degraded)."""
+        out = {}
+        for rung in self.rungs:
+            state = rung.breaker.state
+            degraded = rung.engine.degraded()
+            out[rung.engine.name] = (
+                f"{state}: {rung.breaker.reason}"
+                if state != "closed"
+                else f"degraded: {degraded}"
+                if degraded
+                else "ok"
+            )
+        return out
 
     def warm_up(self) -> None:
-        """Load every engine and run one sentence, plus jieba's dictionary."""
+        """Load every engine and run one sentence, plus jieba's dictionary.  An engine that
+        cannot load trips its breaker (the ladder serves its voices) instead of failing the
+        daemon — unless no engine at all can serve."""
         self.frontend.sentences("你好。")
-        for engine in self.engines:
-            engine.warm_up()
+        for rung in self.rungs:
+            try:
+                rung.engine.warm_up()
+            except Exception as exc:
+                rung.breaker.trip(f"cannot load: {exc}")
+                log.error("engine %s cannot load: %s", rung.engine.name, exc)
+        if all(r.breaker.state != "closed" for r in self.rungs):
+            raise EngineError(
+                "no engine could load: "
+                + "; ".join(f"{r.engine.name}: {r.breaker.reason}" for r in self.rungs)
+            )
 
-    def plan(self, request: Request, stream: bool = False) -> Plan:
+    def plan(self, request: Request, stream: bool = False, avoid: int | None = None) -> Plan:
         """Resolve voice and format and run the front-end: everything but the engine.
         For a stream the first unit is kept short so the first chunk leaves early."""
-        engine, voice = self.resolve(request.voice)
-        engine.voice(voice.id, request.emotion)  # a bad emotion fails before the front-end
+        rung, voice, degraded = self.resolve(request.voice, avoid)
+        emotion = (
+            request.emotion if request.emotion in voice.emotions or not degraded else "neutral"
+        )
+        rung.engine.voice(voice.id, emotion)  # a bad emotion fails before the front-end
+        if degraded:
+            request = dataclasses.replace(request, voice=voice.id, emotion=emotion)
         fmt = audio.get_format(request.format)
         rate = audio.output_rate(fmt, request.sample_rate, voice.sample_rate)
         pause = audio.silence(self.config.frontend.sentence_pause_ms / 1000, voice.sample_rate)
         first = self.config.frontend.stream_first_chars if stream else None
         return Plan(
-            request, engine, voice, fmt, rate, self.frontend.sentences(request.text, first), pause
+            request,
+            rung,
+            voice,
+            fmt,
+            rate,
+            self.frontend.sentences(request.text, first),
+            pause,
+            degraded,
         )
 
     def render(
         self, request: Request, on_sentence: Callable[[int, int], None] | None = None
     ) -> Result:
         """The whole text as one encoded file."""
-        plan = self.plan(request)
+        return self.render_plan(self.plan(request), on_sentence)
+
+    def render_plan(
+        self, plan: Plan, on_sentence: Callable[[int, int], None] | None = None
+    ) -> Result:
+        """Synthesize a planned request.  If the chosen engine fails mid-way and the ladder
+        allows, the whole text is redone on the next rung (one voice per file)."""
+        request = plan.request
+        try:
+            return self._render(plan, on_sentence)
+        except EngineError:
+            if plan.degraded or not self.config.engine.degrade:
+                raise
+            return self._render(self.plan(request, avoid=self.rungs.index(plan.rung)), on_sentence)
+
+    def _render(self, plan: Plan, on_sentence: Callable[[int, int], None] | None) -> Result:
         parts = []
         for i in range(len(plan.sentences)):
             parts.append(plan.native(i))
@@ -110,7 +233,8 @@ class Synthesizer:
             duration=len(pcm) / plan.rate,
             sentences=len(parts),
             voice=plan.voice.id,
-            engine=plan.engine.name,
+            engine=plan.rung.engine.name,
+            degraded=plan.degraded,
         )
 
 
@@ -120,17 +244,17 @@ class Plan:
     all at once (``Synthesizer.render``)."""
 
     request: Request
-    engine: Engine
+    rung: Rung
     voice: Voice
     format: Format
     rate: int
     sentences: list[Sentence]
     pause: Pcm
+    degraded: bool = False
 
     def native(self, index: int) -> Pcm:
         """Sentence ``index`` at the voice's rate, followed by the pause unless it is last."""
-        r = self.request
-        pcm = self.engine.synthesize(self.sentences[index], self.voice.id, r.emotion, r.prosody)
+        pcm = self.rung.synthesize(self.sentences[index], self.voice, self.request)
         if index < len(self.sentences) - 1:
             pcm = np.concatenate([pcm, self.pause])
         return pcm

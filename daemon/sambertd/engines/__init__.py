@@ -8,6 +8,7 @@ naming it, and never at import time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sambertd.engines.base import (
     Engine,
@@ -18,19 +19,28 @@ from sambertd.engines.base import (
     Voice,
 )
 
+if TYPE_CHECKING:
+    from sambertd.config import Config
+
 __all__ = ["Engine", "EngineError", "Pcm", "Prosody", "UnknownVoiceError", "Voice", "create"]
 
 
-def _baker(threads: int) -> Engine:
+def _baker(config: Config) -> Engine:
     from sambertd.engines.baker import BakerEngine
 
-    return BakerEngine(threads=threads)
+    return BakerEngine(threads=config.engine.threads)
 
 
-FACTORIES: dict[str, Callable[[int], Engine]] = {"baker": _baker}
+def _sambert(config: Config) -> Engine:
+    from sambertd.engines.sambert import SambertEngine
+
+    return SambertEngine(config.sambert, threads=config.engine.threads)
 
 
-def create(name: str, threads: int = 2) -> Engine:
+FACTORIES: dict[str, Callable[[Config], Engine]] = {"baker": _baker, "sambert": _sambert}
+
+
+def create(name: str, config: Config) -> Engine:
     """Build (not load) the engine called ``name``."""
     try:
         factory = FACTORIES[name]
@@ -38,4 +48,4 @@ def create(name: str, threads: int = 2) -> Engine:
         raise EngineError(
             f"unknown engine {name!r}; available: {', '.join(sorted(FACTORIES))}"
         ) from None
-    return factory(threads)
+    return factory(config)

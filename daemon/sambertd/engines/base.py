@@ -80,6 +80,13 @@ class Engine(abc.ABC):
     def _synthesize(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Pcm:
         """Turn one normalized sentence into PCM at ``voice.sample_rate``."""
 
+    def check_health(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Periodic self-check (e.g. re-probe a GPU); the default has nothing to check."""
+
+    def degraded(self) -> str | None:
+        """Why the engine runs below its configured best (e.g. GPU lost, on CPU), or None."""
+        return None
+
     @property
     def model_version(self) -> str:
         """Identifies the weights, so caches never mix audio of two model versions."""
