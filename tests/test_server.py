@@ -123,7 +123,7 @@ def test_health_ready_openapi(daemon: DaemonProcess) -> None:
 
 def test_metrics_count_requests_and_audio(daemon: DaemonProcess) -> None:
     before = daemon.metric("sambertd_audio_seconds_total")
-    daemon.post("/v1/tts", {"text": SHORT})
+    daemon.post("/v1/tts", {"text": "这一句只在计量测试里出现。"})
     text = daemon.get("/metrics")[2].decode()
     assert 'sambertd_requests_total{route="/v1/tts",status="200"}' in text
     assert "sambertd_request_seconds_bucket" in text
@@ -311,14 +311,17 @@ def small(tmp_path: Path) -> Iterator[DaemonProcess]:
 
 
 async def _burst(port: int, n: int) -> list[tuple[int, str | None]]:
+    """``n`` concurrent requests for different texts (identical ones would share one
+    synthesis through the cache's single-flight)."""
     async with aiohttp.ClientSession() as s:
 
-        async def one() -> tuple[int, str | None]:
-            async with s.post(f"http://127.0.0.1:{port}/v1/tts", json={"text": LONG}) as r:
+        async def one(i: int) -> tuple[int, str | None]:
+            body = {"text": f"第{i + 1}条通知。{LONG}"}
+            async with s.post(f"http://127.0.0.1:{port}/v1/tts", json=body) as r:
                 await r.read()
                 return r.status, r.headers.get("Retry-After")
 
-        return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 240)
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 240)
 
 
 def test_burst_beyond_the_queue_gets_429(small: DaemonProcess) -> None:
@@ -336,7 +339,7 @@ def test_disconnected_client_leaves_the_queue(small: DaemonProcess) -> None:
             url = f"http://127.0.0.1:{small.port}/v1/tts"
             running = asyncio.create_task(s.post(url, json={"text": LONG}))
             await asyncio.sleep(0.3)
-            queued = asyncio.create_task(s.post(url, json={"text": LONG}))
+            queued = asyncio.create_task(s.post(url, json={"text": "另一条。" + LONG}))
             await asyncio.sleep(0.3)
             queued.cancel()  # the IVR caller hung up: close the connection
             r = await running

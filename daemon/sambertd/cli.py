@@ -168,6 +168,140 @@ def _write(output: str, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
+@main.group()
+def cache() -> None:
+    """The shared Redis cache: warm, stats, purge."""
+
+
+def _redis_cache(cfg: Config) -> Any:
+    from sambertd.cache import Cache
+
+    c = Cache(cfg.cache)
+    if not c.l2.enabled:
+        _fail(ConfigError("no Redis configured: set cache.sentinels or cache.redis_url"))
+    return c
+
+
+@cache.command()
+@click.option(
+    "-i",
+    "--input",
+    "infile",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Phrases to pre-synthesize, one per line (# comments allowed).",
+)
+@click.option("--voice", default="")
+@click.option("--format", "fmt", type=click.Choice(list(audio.FORMATS)), default=None)
+@click.option(
+    "--sample-rate", type=click.Choice([str(r) for r in audio.SAMPLE_RATES]), default=None
+)
+@click.pass_context
+def warm(
+    ctx: click.Context, infile: str, voice: str, fmt: str | None, sample_rate: str | None
+) -> None:
+    """Pre-synthesize a site's frequent texts into Redis (what the daemon will look up)."""
+    import asyncio
+
+    from sambertd.synth import Request, Synthesizer
+
+    cfg = _config(ctx)
+    lines = [line.strip() for line in Path(infile).read_text(encoding="utf-8").splitlines()]
+    phrases = [line for line in lines if line and not line.startswith("#")]
+    try:
+        synthesizer = Synthesizer(cfg)
+        synthesizer.warm_up()
+        store = _redis_cache(cfg)
+        requests = [
+            Request(
+                text=p,
+                voice=voice,
+                format=fmt or cfg.audio.format,
+                sample_rate=int(sample_rate) if sample_rate else (cfg.audio.sample_rate or None),
+            )
+            for p in phrases
+        ]
+        done, skipped = asyncio.run(_warm(synthesizer, store, requests))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(f"warmed {done} phrase(s), {skipped} already cached")
+
+
+async def _warm(synthesizer: Any, store: Any, requests: list[Any]) -> tuple[int, int]:
+    from tqdm import tqdm
+
+    from sambertd.cache import Entry
+
+    done = skipped = 0
+    namespace = synthesizer.config.cache.namespace
+    with tqdm(total=len(requests), unit="phrase", disable=not sys.stderr.isatty()) as bar:
+        for request in requests:
+            route = synthesizer.route(request)
+            key = synthesizer.cache_key(
+                route, synthesizer.frontend.normalized(request.text)[1], namespace
+            )
+            if await store.l2.get(key) is not None:
+                skipped += 1
+            else:
+                r = synthesizer.render_plan(synthesizer.plan(route))
+                entry = Entry(
+                    audio=r.audio,
+                    content_type=r.format.content_type,
+                    sample_rate=r.sample_rate,
+                    duration=r.duration,
+                    voice=r.voice,
+                    engine=r.engine,
+                )
+                if not await store.l2.put(key, entry):
+                    raise ConfigError(f"Redis refused the entry ({store.l2.state})")
+                done += 1
+            bar.update(1)
+    await store.close()
+    return done, skipped
+
+
+@cache.command()
+@click.pass_context
+def stats(ctx: click.Context) -> None:
+    """Entries and memory of this namespace in Redis."""
+    import asyncio
+
+    store = _redis_cache(_config(ctx))
+    try:
+        count, size, info = asyncio.run(_scan(store, delete=False))
+    except Exception as exc:  # redis-py errors: one readable line
+        _fail(RuntimeError(f"Redis: {exc}"))
+    click.echo(f"namespace {store.config.namespace}: {count} entries, {size / 1e6:.1f} MB")
+    click.echo(
+        f"redis used_memory {info.get('used_memory_human', '?')}, "
+        f"maxmemory-policy {info.get('maxmemory_policy', '?')}"
+    )
+
+
+@cache.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def purge(ctx: click.Context, yes: bool) -> None:
+    """Delete every entry of this namespace from Redis (both nodes see it at once)."""
+    import asyncio
+
+    store = _redis_cache(_config(ctx))
+    if not yes:
+        click.confirm(f"delete all {store.config.namespace}:tts:* entries?", abort=True)
+    try:
+        count, _, _ = asyncio.run(_scan(store, delete=True))
+    except Exception as exc:
+        _fail(RuntimeError(f"Redis: {exc}"))
+    click.echo(f"purged {count} entries")
+
+
+async def _scan(store: Any, delete: bool) -> tuple[int, int, dict[str, Any]]:
+    try:
+        return await store.l2.scan(delete)  # type: ignore[no-any-return]
+    finally:
+        await store.close()
+
+
 @main.command()
 @click.pass_context
 def voices(ctx: click.Context) -> None:

@@ -69,6 +69,29 @@ class SambertConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    namespace: str = "sambertd"
+    l1_max_bytes: int = 64 * 1024 * 1024
+    l1_ttl_s: float = 600.0
+    l2_ttl_s: float = 86400.0
+    max_entry_bytes: int = 8 * 1024 * 1024
+    sentinels: tuple[str, ...] = ()
+    master_name: str = "sambertd"
+    redis_url: str = ""
+    password: str = ""
+    sentinel_password: str = ""
+    tls: bool = False
+    tls_ca: str = ""
+    read_from_replicas: bool = False
+    op_timeout_s: float = 0.05
+    connect_timeout_s: float = 0.1
+    redis_retry_s: float = 2.0
+    lock_ttl_s: float = 10.0
+    lock_wait_s: float = 3.0
+
+
+@dataclass(frozen=True)
 class FrontendConfig:
     lexicon: str = ""
     max_sentence_chars: int = 32
@@ -89,6 +112,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sambert: SambertConfig = field(default_factory=SambertConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     source: str = "defaults"
@@ -122,6 +146,27 @@ class Config:
             problems.append(
                 "engine.breaker_window_s, breaker_open_s, health_interval_s must be > 0"
             )
+        c = self.cache
+        if (
+            min(
+                c.l1_ttl_s,
+                c.l2_ttl_s,
+                c.op_timeout_s,
+                c.connect_timeout_s,
+                c.redis_retry_s,
+                c.lock_ttl_s,
+            )
+            <= 0
+            or c.lock_wait_s < 0
+            or c.l1_max_bytes < 0
+        ):
+            problems.append("cache: sizes, TTLs and timeouts must be positive")
+        if c.sentinels and c.redis_url:
+            problems.append("cache: set sentinels or redis_url, not both")
+        for address in c.sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                problems.append(f"cache.sentinels: {address!r} is not host:port")
         device = self.sambert.device
         if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", device)):
             problems.append(f"sambert.device {device!r}: use auto, cpu, cuda or cuda:N")

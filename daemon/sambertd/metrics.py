@@ -58,6 +58,23 @@ class Metrics:
             "Queued jobs dropped because their client went away",
             registry=r,
         )
+        self.syntheses = Counter(
+            "sambertd_syntheses", "Texts actually synthesized (not cached)", ["engine"], registry=r
+        )
+        self.cache_lookups = Counter(
+            "sambertd_cache_lookups", "Cache lookups by result", ["result"], registry=r
+        )
+        self.cache_shared = Counter(
+            "sambertd_cache_singleflight_shared",
+            "Requests that shared another request's synthesis",
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "sambertd_cache_redis_errors", "Redis errors and timeouts", registry=r
+        )
+        self.cache_up = Gauge(
+            "sambertd_cache_redis_up", "1 when Redis is in use, 0 when down or disabled", registry=r
+        )
         self.reloads = Counter(
             "sambertd_reloads", "Configuration reloads by result", ["result"], registry=r
         )

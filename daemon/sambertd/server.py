@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from sambertd import __version__, audio, openapi
+from sambertd.cache import Cache, Entry
 from sambertd.config import Config, ConfigError, load
 from sambertd.engines import EngineError, UnknownVoiceError
 from sambertd.frontend import FrontendError
@@ -33,7 +34,7 @@ from sambertd.frontend.lexicon import LexiconError
 from sambertd.metrics import Metrics
 from sambertd.notify import Notifier
 from sambertd.pool import JobTimeout, QueueFull, WorkerPool
-from sambertd.synth import EngineUnavailable, Plan, Synthesizer
+from sambertd.synth import EngineUnavailable, Plan, Route, Synthesizer
 from sambertd.validation import ApiError, TtsCall, openai_call, tts_call
 
 log = logging.getLogger("sambertd")
@@ -60,6 +61,8 @@ class Daemon:
         self.synthesizer = synthesizer or Synthesizer(config)
         self.pool = WorkerPool(config.server.worker_count(), config.server.queue_size)
         self.metrics = Metrics()
+        self.cache = Cache(config.cache, self.metrics)
+        self.metrics.cache_up.set_function(lambda: 1.0 if self.cache.l2.state == "ok" else 0.0)
         self.notifier = Notifier()
         self.warm = False
         self.draining = False
@@ -116,46 +119,78 @@ class Daemon:
             ) from None
 
     async def synthesize(self, http: web.Request, call: TtsCall) -> web.StreamResponse:
+        """route → cache → (single-flight) synthesis → response."""
         if self.draining or not self.warm:
             raise ApiError(503, "not_ready", self.readiness()[1], {"Retry-After": "2"})
         self.active += 1
         try:
-            plan: Plan = await self.run(self.synthesizer.plan, call.request, call.stream)
+            route = self.synthesizer.route(call.request)
+            key = await self._cache_key(route)
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return self._respond(hit[0], hit[1], route.degraded)
             if call.stream:
-                return await self._stream(http, plan)
-            return await self._whole(http, plan)
+                return await self._stream(http, route, key)
+            entry, shared = await self.cache.single_flight(key, lambda: self._produce(route))
+            return self._respond(entry, "shared" if shared else "miss", route.degraded)
         finally:
             self.active -= 1
             self.served += 1
 
-    async def _whole(self, http: web.Request, plan: Plan) -> web.Response:
+    async def _cache_key(self, route: Route) -> str:
+        """Normalization is regex work: on the loop for short texts, in a thread for long."""
+        text = route.request.text
+        if len(text) <= 500:
+            normalized = self.synthesizer.frontend.normalized(text)[1]
+        else:
+            normalized = (await asyncio.to_thread(self.synthesizer.frontend.normalized, text))[1]
+        return self.synthesizer.cache_key(route, normalized, self.config.cache.namespace)
+
+    async def _produce(self, route: Route) -> Entry:
         started = time.perf_counter()
+        plan: Plan = await self.run(self.synthesizer.plan, route)
         result = await self.run(self.synthesizer.render_plan, plan)
         self._account(plan, result.duration, time.perf_counter() - started)
-        headers = {
-            "X-Audio-Duration": f"{result.duration:.3f}",
-            "X-Voice": result.voice,
-            "X-Sample-Rate": str(result.sample_rate),
-            **({"X-Degraded": "1"} if result.degraded else {}),
-        }
-        return web.Response(
-            body=result.audio, content_type=result.format.content_type, headers=headers
+        return Entry(
+            audio=result.audio,
+            content_type=result.format.content_type,
+            sample_rate=result.sample_rate,
+            duration=result.duration,
+            voice=result.voice,
+            engine=result.engine,
+            # A fallback taken mid-request: served marked degraded, never filed under the
+            # preferred voice's key.  (A degraded *route* is keyed by the fallback voice.)
+            degraded=result.degraded and not route.degraded,
+            cacheable=result.degraded == route.degraded,
         )
 
-    async def _stream(self, http: web.Request, plan: Plan) -> web.StreamResponse:
+    def _respond(self, entry: Entry, cache: str, degraded: bool) -> web.Response:
+        headers = {
+            "X-Audio-Duration": f"{entry.duration:.3f}",
+            "X-Voice": entry.voice,
+            "X-Sample-Rate": str(entry.sample_rate),
+            "X-Cache": cache,
+            **({"X-Degraded": "1"} if degraded or entry.degraded else {}),
+        }
+        return web.Response(body=entry.audio, content_type=entry.content_type, headers=headers)
+
+    async def _stream(self, http: web.Request, route: Route, key: str) -> web.StreamResponse:
         """One chunk per sentence; the first leaves as soon as sentence one is synthesized.
-        Each sentence is its own pool job, so a client that leaves frees the queue at once."""
+        Each sentence is its own pool job, so a client that leaves frees the queue at once.
+        Once complete, the whole audio is cached like any other response."""
         started = time.perf_counter()
+        plan: Plan = await self.run(self.synthesizer.plan, route, True)
         response = web.StreamResponse(
             headers={
-                "Content-Type": "audio/wav" if plan.format.name == "wav" else "audio/pcm",
+                "Content-Type": plan.format.content_type,
                 "X-Voice": plan.voice.id,
                 "X-Sample-Rate": str(plan.rate),
+                "X-Cache": "miss",
                 **({"X-Degraded": "1"} if plan.degraded else {}),
             }
         )
         response.enable_chunked_encoding()
-        total = 0.0
+        total, pcm = 0.0, bytearray()
         for i in range(len(plan.sentences)):
             chunk, seconds = await self.run(plan.chunk, i)
             if i == 0:
@@ -164,12 +199,28 @@ class Daemon:
                     await response.write(audio.wav_stream_header(plan.rate))
                 self.metrics.first_chunk.observe(time.perf_counter() - started)
             await response.write(chunk)
+            pcm += chunk
             total += seconds
         await response.write_eof()
         self._account(plan, total, time.perf_counter() - started)
+        body = (
+            audio.wav_from_int16(bytes(pcm), plan.rate) if plan.format.name == "wav" else bytes(pcm)
+        )
+        await self.cache.put(
+            key,
+            Entry(
+                audio=body,
+                content_type=plan.format.content_type,
+                sample_rate=plan.rate,
+                duration=total,
+                voice=plan.voice.id,
+                engine=plan.rung.engine.name,
+            ),
+        )
         return response
 
     def _account(self, plan: Plan, seconds: float, elapsed: float) -> None:
+        self.metrics.syntheses.labels(plan.rung.engine.name).inc()
         self.metrics.audio_seconds.labels(plan.voice.id).inc(seconds)
         if seconds > 0:
             self.metrics.rtf.observe(elapsed / seconds)
@@ -376,6 +427,7 @@ async def ready(request: web.Request) -> web.Response:
         "in_flight": daemon.pool.in_flight,
         "queue": daemon.pool.depth,
         "engines": daemon.synthesizer.health(),
+        "cache": daemon.cache.l2.state,
     }
     return web.json_response(body, status=200 if ok else 503)
 
@@ -445,5 +497,6 @@ async def serve(config: Config, config_path: str | None = None) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await runner.cleanup()
+    await daemon.cache.close()
     daemon.pool.shutdown()
     log.info("stopped after serving %d request(s)", daemon.served)

@@ -175,29 +175,56 @@ class Synthesizer:
                 + "; ".join(f"{r.engine.name}: {r.breaker.reason}" for r in self.rungs)
             )
 
-    def plan(self, request: Request, stream: bool = False, avoid: int | None = None) -> Plan:
-        """Resolve voice and format and run the front-end: everything but the engine.
-        For a stream the first unit is kept short so the first chunk leaves early."""
+    def route(self, request: Request, avoid: int | None = None) -> Route:
+        """Which engine, voice, format and rate will serve ``request`` — cheap, no front-end,
+        so the daemon can build a cache key before any synthesis work."""
         rung, voice, degraded = self.resolve(request.voice, avoid)
-        emotion = (
-            request.emotion if request.emotion in voice.emotions or not degraded else "neutral"
-        )
+        emotion = request.emotion
+        if degraded and emotion not in voice.emotions:
+            emotion = "neutral"
         rung.engine.voice(voice.id, emotion)  # a bad emotion fails before the front-end
-        if degraded:
+        if degraded or not request.voice:
             request = dataclasses.replace(request, voice=voice.id, emotion=emotion)
         fmt = audio.get_format(request.format)
         rate = audio.output_rate(fmt, request.sample_rate, voice.sample_rate)
+        return Route(request, rung, voice, fmt, rate, degraded)
+
+    def cache_key(self, route: Route, normalized: str, namespace: str) -> str:
+        from sambertd.cache import cache_key
+
+        r, p = route.request, route.request.prosody
+        return cache_key(
+            namespace,
+            text=normalized,
+            voice=route.voice.id,
+            emotion=r.emotion,
+            speed=p.speed,
+            pitch=p.pitch,
+            volume=p.volume,
+            fmt=route.format.name,
+            rate=route.rate,
+            engine=route.rung.engine.name,
+            model=route.rung.engine.model_version,
+        )
+
+    def plan(
+        self, request: Request | Route, stream: bool = False, avoid: int | None = None
+    ) -> Plan:
+        """Route (unless given) and run the front-end: everything but the engine.
+        For a stream the first unit is kept short so the first chunk leaves early."""
+        route = request if isinstance(request, Route) else self.route(request, avoid)
+        voice = route.voice
         pause = audio.silence(self.config.frontend.sentence_pause_ms / 1000, voice.sample_rate)
         first = self.config.frontend.stream_first_chars if stream else None
         return Plan(
-            request,
-            rung,
+            route.request,
+            route.rung,
             voice,
-            fmt,
-            rate,
-            self.frontend.sentences(request.text, first),
+            route.format,
+            route.rate,
+            self.frontend.sentences(route.request.text, first),
             pause,
-            degraded,
+            route.degraded,
         )
 
     def render(
@@ -236,6 +263,18 @@ class Synthesizer:
             engine=plan.rung.engine.name,
             degraded=plan.degraded,
         )
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: the rung and voice that serve it, and the output format."""
+
+    request: Request
+    rung: Rung
+    voice: Voice
+    format: Format
+    rate: int
+    degraded: bool = False
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,9 @@ class Frontend:
         self.max_text_chars = max_text_chars
         self.g2p = G2P(self.lexicon, sandhi=sandhi)
 
-    def analyse(self, text: str, first_max_chars: int | None = None) -> Analysis:
-        """Run every stage; raises :class:`FrontendError` when nothing speakable remains.
-        ``first_max_chars`` makes the first unit short, for streams (see ``split.split``)."""
+    def normalized(self, text: str) -> tuple[str, str]:
+        """(cleaned, normalized) text — cheap regex work, no dictionary; what the cache key
+        is made of, so that differently written texts read the same share one entry."""
         if not isinstance(text, str):
             raise FrontendError("invalid_text", "text must be a string")
         if len(text) > self.max_text_chars:
@@ -63,7 +63,12 @@ class Frontend:
             raise FrontendError(
                 EMPTY_TEXT, "text is empty after removing control and unsupported characters"
             )
-        normalized = normalize(cleaned)
+        return cleaned, normalize(cleaned)
+
+    def analyse(self, text: str, first_max_chars: int | None = None) -> Analysis:
+        """Run every stage; raises :class:`FrontendError` when nothing speakable remains.
+        ``first_max_chars`` makes the first unit short, for streams (see ``split.split``)."""
+        cleaned, normalized = self.normalized(text)
         pieces = split.split(normalized, self.max_sentence_chars, first_max_chars)
         units = [self.g2p.sentence(u) for u in pieces]
         units = [u for u in units if u.syllables]

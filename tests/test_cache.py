@@ -1,0 +1,215 @@
+"""Cache pieces in-process: L1 bounds and TTL, keys, entry packing, single-flight; L2 against
+a real redis-server (tests/redis_cluster.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sambertd.cache import L1, Cache, Entry, cache_key
+from sambertd.config import CacheConfig
+from tests.redis_cluster import RedisServer, redis_available
+
+
+def entry(size: int = 10, voice: str = "baker") -> Entry:
+    return Entry(
+        audio=b"x" * size,
+        content_type="audio/wav",
+        sample_rate=24000,
+        duration=1.5,
+        voice=voice,
+        engine="baker",
+    )
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_l1_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
+    l1 = L1(max_bytes=100, ttl_s=60)
+    l1.put("a", entry(40))
+    l1.put("b", entry(40))
+    assert l1.get("a") is not None  # a is now most recent
+    l1.put("c", entry(40))  # over 100: b goes
+    assert l1.get("b") is None and l1.get("a") and l1.get("c")
+    assert l1.bytes == 80 and len(l1) == 2
+    l1.put("huge", entry(101))  # larger than the whole cache: not stored
+    assert l1.get("huge") is None and l1.bytes == 80
+
+
+def test_l1_entries_expire() -> None:
+    clock = Clock()
+    l1 = L1(max_bytes=100, ttl_s=600, clock=clock)
+    l1.put("a", entry())
+    clock.now = 599
+    assert l1.get("a") is not None
+    clock.now = 601
+    assert l1.get("a") is None and l1.bytes == 0
+
+
+def test_key_covers_everything_that_changes_the_audio() -> None:
+    base = dict(
+        text="九点",
+        voice="baker",
+        emotion="neutral",
+        speed=1.0,
+        pitch=1.0,
+        volume=1.0,
+        fmt="wav",
+        rate=24000,
+        engine="baker",
+        model="baker-abc",
+    )
+    key = cache_key("ns", **base)  # type: ignore[arg-type]
+    assert key.startswith("ns:tts:") and len(key) == len("ns:tts:") + 64
+    for field, other in [
+        ("text", "十点"),
+        ("voice", "v2"),
+        ("emotion", "happy"),
+        ("speed", 1.1),
+        ("pitch", 0.9),
+        ("volume", 0.5),
+        ("fmt", "mp3"),
+        ("rate", 8000),
+        ("engine", "sambert"),
+        ("model", "baker-def"),
+    ]:
+        assert cache_key("ns", **{**base, field: other}) != key, field  # type: ignore[arg-type]
+    assert cache_key("ns", **base) == key  # type: ignore[arg-type]
+
+
+def test_entry_round_trips() -> None:
+    e = Entry(
+        audio=b"RIFF\n\x00\xff",
+        content_type="audio/wav",
+        sample_rate=8000,
+        duration=2.25,
+        voice="zhitian_emo",
+        engine="sambert",
+    )
+    assert Entry.unpack(e.pack()) == e
+
+
+def test_single_flight_shares_one_production_and_survives_a_leaving_caller() -> None:
+    async def go() -> None:
+        cache = Cache(CacheConfig())  # no Redis: in-process only
+        produced = 0
+        gate = asyncio.Event()
+
+        async def produce() -> Entry:
+            nonlocal produced
+            produced += 1
+            await gate.wait()
+            return entry()
+
+        callers = [asyncio.ensure_future(cache.single_flight("k", produce)) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        callers[0].cancel()  # the first caller hangs up: the others still get the audio
+        gate.set()
+        results = await asyncio.gather(*callers[1:])
+        assert produced == 1
+        assert sorted(shared for _, shared in results) == [True] * 7
+        assert all(e.audio == b"x" * 10 for e, _ in results)
+
+    asyncio.run(go())
+
+
+def test_single_flight_cancels_the_work_when_every_caller_leaves() -> None:
+    async def go() -> None:
+        cache = Cache(CacheConfig())
+        started = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def produce() -> Entry:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return entry()
+
+        callers = [asyncio.ensure_future(cache.single_flight("k", produce)) for _ in range(2)]
+        await started.wait()
+        for c in callers:
+            c.cancel()
+        await asyncio.wait_for(cancelled.wait(), 2)
+
+    asyncio.run(go())
+
+
+# -- L2 against a real redis-server ------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    reason = redis_available()
+    if reason:
+        pytest.skip(reason)
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_l2_stores_with_ttl_and_l1_fills_from_it(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        cfg = CacheConfig(redis_url=redis_server.url, l2_ttl_s=120)
+        a, b = Cache(cfg), Cache(cfg)  # two daemons sharing one Redis
+        await a.put("ns:tts:1", entry(1000))
+        hit = await b.get("ns:tts:1")
+        assert hit is not None and hit[1] == "l2" and hit[0].audio == b"x" * 1000
+        again = await b.get("ns:tts:1")
+        assert again is not None and again[1] == "l1"
+        ttl = redis_server.client().pttl("ns:tts:1")
+        assert 110_000 < ttl <= 120_000
+        assert await b.get("ns:tts:missing") is None
+        await a.close()
+        await b.close()
+
+    asyncio.run(go())
+
+
+def test_l2_size_limit_per_entry(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        cache = Cache(CacheConfig(redis_url=redis_server.url, max_entry_bytes=5000))
+        await cache.put("big", entry(6000))
+        await cache.put("small", entry(100))
+        client = redis_server.client()
+        assert client.exists("big") == 0 and client.exists("small") == 1
+        assert cache.l1.get("big") is not None  # L1 has its own bound
+        await cache.close()
+
+    asyncio.run(go())
+
+
+def test_redis_down_is_fast_and_silent_then_comes_back(redis_server: RedisServer) -> None:
+    import time
+
+    async def go() -> None:
+        cfg = CacheConfig(redis_url=redis_server.url, redis_retry_s=0.5)
+        cache = Cache(cfg)
+        await cache.put("k1", entry())
+        redis_server.kill()
+        started = time.monotonic()
+        for i in range(20):
+            assert await cache.get(f"absent{i}") is None
+            await cache.put(f"new{i}", entry())
+        per_call = (time.monotonic() - started) / 40
+        assert per_call < 0.05, per_call  # bounded by timeouts, then skipped by the breaker
+        assert cache.l2.state.startswith("open")
+        redis_server.start()
+        await asyncio.sleep(0.6)
+        await cache.put("k2", entry())  # the trial
+        assert cache.l2.state == "ok"
+        assert redis_server.client().exists("k2") == 1
+        await cache.close()
+
+    asyncio.run(go())
