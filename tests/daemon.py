@@ -30,7 +30,18 @@ class DaemonProcess:
             for k, v in os.environ.items()
             if not k.startswith(("SAMBERTD_", "NOTIFY_SOCKET", "WATCHDOG_"))
         }
-        env.update({"SAMBERTD_SERVER_PORT": str(self.port), "SAMBERTD_SERVER_HOST": "127.0.0.1"})
+        env.update(
+            {
+                "SAMBERTD_SERVER_PORT": str(self.port),
+                "SAMBERTD_SERVER_HOST": "127.0.0.1",
+                "SAMBERTD_AUDIT_DIRECTORY": str(tmp / f"audit-{self.port}"),
+                # Load tests must not trip the production rate limits; the rate-limit
+                # tests set their own.
+                "SAMBERTD_AUTH_RATE_PER_IP": "0",
+                "SAMBERTD_AUTH_RATE_PER_SUBJECT": "0",
+            }
+        )
+        self.audit_dir = tmp / f"audit-{self.port}"
         env.update({f"SAMBERTD_{k.upper()}": v for k, v in settings.items()})
         self.log_path = tmp / f"daemon-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115

@@ -391,6 +391,31 @@ class RedisTopology:
         node = self._killed
         if node is None:
             raise RuntimeError("no node was killed")
+
+        def settled() -> bool | None:
+            # Restarting while any sentinel still thinks the killed node is master (or is
+            # mid-failover) lets the empty node win an election and wipe the data set.
+            views = []
+            for s in self._sentinels:
+                if not s.alive():
+                    continue
+                with s.probe_client() as c:
+                    m = c.sentinel_master(self.master_name)
+                views.append(m)
+            # last-ping-sent == 0: a PONG from the new master arrived since the sentinel
+            # switched. Before that, a down-after of ~1 s races the sentinel's 1 s reconnect
+            # delay, and stale is-master-down votes turn the false SDOWN into an instant ODOWN.
+            ok = views and all(
+                int(m["port"]) != node.port
+                and m["is_master"]
+                and not (m["is_sdown"] or m["is_odown"])
+                and "failover_in_progress" not in m["flags"]
+                and int(m["last-ping-sent"]) == 0
+                for m in views
+            )
+            return True if ok and len({int(m["port"]) for m in views}) == 1 else None
+
+        _wait("all sentinels to agree on the new master", settled, timeout, self.logs)
         node.start()
         node.wait_ready(timeout)
         self._killed = None

@@ -16,12 +16,14 @@ from tests.redis_cluster import RedisServer, RedisTopology, free_port, redis_ava
 pytestmark = pytest.mark.skipif(redis_available() is not None, reason=redis_available() or "")
 
 
-def _eventually(probe: Callable[[], bool], timeout: float, what: str) -> None:
+def _eventually(
+    probe: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] | None = None
+) -> None:
     """Replication and sentinel reconfiguration are asynchronous: poll, bounded."""
     deadline = time.monotonic() + timeout
     while not probe():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{logs() if logs else ''}")
         time.sleep(0.1)
 
 
@@ -68,8 +70,10 @@ def test_failover_then_killed_master_rejoins_as_replica(tmp_path: Path) -> None:
                 role = c.execute_command("ROLE")
                 return role[0] == b"slave" and role[3] == b"connected"
 
-            _eventually(rejoined, 20, "old master to become a connected replica")
-            _eventually(lambda: c.get("after") == b"failover", 5, "data on the rejoined node")
+            _eventually(rejoined, 20, "old master to become a connected replica", topo.logs)
+            _eventually(
+                lambda: c.get("after") == b"failover", 5, "data on the rejoined node", topo.logs
+            )
         assert topo.master_address() == new
 
 

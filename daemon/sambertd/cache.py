@@ -248,6 +248,10 @@ class L2:
     async def unlock(self, key: str, token: str) -> None:
         await self._call(False, lambda c: c.eval(_UNLOCK, 1, f"{key}:lock", token))
 
+    async def eval(self, script: str, key: str, *args: Any) -> tuple[bool, Any]:
+        """Run a Lua script on the master (rate-limit buckets shared by the pair)."""
+        return await self._call(False, lambda c: c.eval(script, 1, key, *args))
+
     async def scan(self, delete: bool) -> tuple[int, int, dict[str, Any]]:
         """(entries, bytes, memory info) of this namespace, deleting them if asked.  For the
         operator's CLI: uses SCAN (never KEYS, which blocks Redis) and raises on errors."""

@@ -169,6 +169,90 @@ def _write(output: str, data: bytes) -> None:
 
 
 @main.group()
+def token() -> None:
+    """JWT tokens for client systems."""
+
+
+@token.command("issue")
+@click.option("--sub", "subject", required=True, help="Who the token is for (e.g. ivr-01).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=["tts:synthesize"],
+    show_default=True,
+    type=click.Choice(["tts:synthesize", "tts:admin"]),
+)
+@click.option("--ttl", default="30d", show_default=True, help="Lifetime: 30d, 12h, 15m, 90s.")
+@click.option(
+    "--private-key",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Sign RS256/ES256 with this PEM private key (else: the HS256 secret).",
+)
+@click.option("--kid", default=None, help="Key id (default: hs256, or the key's public kid).")
+@click.pass_context
+def token_issue(
+    ctx: click.Context,
+    subject: str,
+    scopes: tuple[str, ...],
+    ttl: str,
+    private_key: str | None,
+    kid: str | None,
+) -> None:
+    """Print a signed token (iss/aud from [auth]); the daemon verifies it with the matching
+    secret or public key."""
+    from sambertd import auth
+
+    cfg = _config(ctx).auth
+    try:
+        lifetime = auth.parse_ttl(ttl)
+        if private_key:
+            from cryptography.hazmat.primitives.asymmetric import ec, rsa
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            pem = load_pem_private_key(Path(private_key).read_bytes(), password=None)
+            algorithm = (
+                "RS256"
+                if isinstance(pem, rsa.RSAPrivateKey)
+                else ("ES256" if isinstance(pem, ec.EllipticCurvePrivateKey) else "")
+            )
+            if not algorithm:
+                raise ValueError("only RSA and EC P-256 private keys are supported")
+            key = auth.Key(kid or Path(private_key).stem, algorithm, None)
+            click.echo(
+                auth.issue(
+                    key, subject, scopes, lifetime, cfg.issuer, cfg.audience, private_key=pem
+                )
+            )
+        else:
+            keys = auth.load_keys(cfg.hs256_secret_file, ())
+            if "hs256" not in keys:
+                raise ValueError("no auth.hs256_secret_file configured; use --private-key")
+            click.echo(
+                auth.issue(keys["hs256"], subject, scopes, lifetime, cfg.issuer, cfg.audience)
+            )
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+def audit_verify(paths: tuple[str, ...]) -> None:
+    """Check the hash chain of audit files (or a directory of them); exit 1 if broken."""
+    from sambertd.audit import format_report, verify
+
+    report = verify([Path(p) for p in paths])
+    click.echo(format_report(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
 def cache() -> None:
     """The shared Redis cache: warm, stats, purge."""
 

@@ -92,6 +92,41 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = False  # off is allowed only on loopback binds (checked below)
+    hs256_secret_file: str = ""
+    public_keys: tuple[str, ...] = ()
+    issuer: str = "sambertd"
+    audience: str = "sambertd"
+    leeway_s: float = 30.0
+    allow: tuple[str, ...] = ()
+    subject_networks: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    rate_per_subject: float = 50.0
+    burst_per_subject: float = 100.0
+    rate_per_ip: float = 50.0
+    burst_per_ip: float = 100.0
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""  # set: clients must present a certificate signed by this CA
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    enabled: bool = True
+    directory: str = "/var/log/sambertd/audit"
+    fsync_interval_s: float = 0.2
+    retention_days: int = 180
+    include_text: bool = False
+    journal: bool = True
+
+
+@dataclass(frozen=True)
 class FrontendConfig:
     lexicon: str = ""
     max_sentence_chars: int = 32
@@ -113,6 +148,9 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     sambert: SambertConfig = field(default_factory=SambertConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     source: str = "defaults"
@@ -167,6 +205,7 @@ class Config:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 problems.append(f"cache.sentinels: {address!r} is not host:port")
+        problems.extend(self._security_problems())
         device = self.sambert.device
         if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", device)):
             problems.append(f"sambert.device {device!r}: use auto, cpu, cuda or cuda:N")
@@ -189,6 +228,33 @@ class Config:
         if problems:
             raise ConfigError(f"{self.source}: " + "; ".join(problems))
         return self
+
+    def _security_problems(self) -> list[str]:
+        problems = []
+        if not self.auth.enabled and not is_loopback(self.server.host):
+            problems.append(
+                f"auth.enabled = false is allowed only on a loopback bind, not {self.server.host}"
+            )
+        if self.auth.enabled and not (self.auth.hs256_secret_file or self.auth.public_keys):
+            problems.append("auth.enabled needs hs256_secret_file or public_keys")
+        if self.tls.enabled and not (self.tls.cert_file and self.tls.key_file):
+            problems.append("tls.enabled needs cert_file and key_file")
+        if self.audit.enabled and not self.audit.directory:
+            problems.append("audit.enabled needs audit.directory")
+        if self.audit.retention_days < 1 or self.audit.fsync_interval_s <= 0:
+            problems.append("audit.retention_days must be >= 1, fsync_interval_s > 0")
+        return problems
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def sections() -> dict[str, type[Any]]:

@@ -44,6 +44,25 @@ class OneLineFormatter(logging.Formatter):
         return line
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs every request its HTTP parser rejects (a client's fault) at ERROR with a
+    traceback.  Keep it as one warning line: bad input is not a server error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args, record.exc_info = (
+                "rejected malformed HTTP request: %s",
+                (str(exc).splitlines()[0] if str(exc) else type(exc).__name__,),
+                None,
+            )
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
@@ -51,3 +70,4 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())

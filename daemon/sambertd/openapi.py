@@ -32,6 +32,8 @@ def _audio(description: str) -> dict[str, Any]:
 
 ERRORS = {
     "400": _error("malformed JSON"),
+    "401": _error("missing or invalid bearer token"),
+    "403": _error("address not allowed, or the token lacks the scope"),
     "404": _error("unknown voice"),
     "413": _error("body or text too large"),
     "415": _error("body is not application/json"),
@@ -43,6 +45,9 @@ ERRORS = {
 
 def spec(config: Config) -> dict[str, Any]:
     max_chars = config.server.max_request_chars
+    # Only the synthesis routes take a token (scope tts:synthesize); health, readiness,
+    # metrics and voices stay open for keepalived, Prometheus and integrators.
+    secured: dict[str, Any] = {"security": [{"bearer": []}]} if config.auth.enabled else {}
     tts_props: dict[str, Any] = {
         "text": {
             "type": "string",
@@ -96,6 +101,7 @@ def spec(config: Config) -> dict[str, Any]:
                 "post": {
                     "summary": "Synthesize speech",
                     "operationId": "tts",
+                    **secured,
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": tts_schema}},
@@ -105,6 +111,7 @@ def spec(config: Config) -> dict[str, Any]:
                 "get": {
                     "summary": "Synthesize speech (query string, for IVR URL fetches)",
                     "operationId": "ttsGet",
+                    **secured,
                     "parameters": query,
                     "responses": {"200": _audio("audio"), **ERRORS},
                 },
@@ -113,6 +120,7 @@ def spec(config: Config) -> dict[str, Any]:
                 "post": {
                     "summary": "OpenAI-compatible speech",
                     "operationId": "openaiSpeech",
+                    **secured,
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": openai_schema}},
@@ -153,6 +161,9 @@ def spec(config: Config) -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -168,6 +179,6 @@ def spec(config: Config) -> dict[str, Any]:
                         }
                     },
                 }
-            }
+            },
         },
     }

@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import hashlib
 import json
 import logging
 import re
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from sambertd import __version__, audio, openapi
+from sambertd.audit import AuditLog
+from sambertd.auth import ADMIN, SYNTHESIZE, AuthError, Gate, allowed, retry_after
 from sambertd.cache import Cache, Entry
-from sambertd.config import Config, ConfigError, load
+from sambertd.config import Config, ConfigError, TlsConfig, load
 from sambertd.engines import EngineError, UnknownVoiceError
 from sambertd.frontend import FrontendError
 from sambertd.frontend.lexicon import LexiconError
@@ -46,8 +52,16 @@ STATE: web.AppKey[Daemon] = web.AppKey("daemon")
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """``{"error": {"code", "message"}}``.  A message may echo client input with lone
+    surrogates: they leave as JSON ``\\udXXX`` escapes instead of failing to encode."""
     body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+    return web.Response(
+        status=status,
+        body=body.encode("utf-8", "backslashreplace"),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
 
 
 class Daemon:
@@ -62,9 +76,21 @@ class Daemon:
         self.pool = WorkerPool(config.server.worker_count(), config.server.queue_size)
         self.metrics = Metrics()
         self.cache = Cache(config.cache, self.metrics)
+        self.gate = Gate(config.auth, self.cache.l2, config.cache.namespace)
+        self.audit = (
+            AuditLog(
+                Path(config.audit.directory),
+                fsync_interval_s=config.audit.fsync_interval_s,
+                retention_days=config.audit.retention_days,
+                journal=config.audit.journal,
+            )
+            if config.audit.enabled
+            else None
+        )
         self.metrics.cache_up.set_function(lambda: 1.0 if self.cache.l2.state == "ok" else 0.0)
         self.notifier = Notifier()
         self.warm = False
+        self.tls: ssl.SSLContext | None = None
         self.draining = False
         self.served = 0
         self.active = 0  # HTTP requests inside a synthesis handler (incl. streams)
@@ -123,16 +149,27 @@ class Daemon:
         if self.draining or not self.warm:
             raise ApiError(503, "not_ready", self.readiness()[1], {"Retry-After": "2"})
         self.active += 1
+        r = call.request
+        http["audit"] = {
+            "text": r.text,
+            "voice": r.voice or None,
+            "emotion": r.emotion,
+            "format": r.format,
+        }
         try:
             route = self.synthesizer.route(call.request)
+            http["audit"]["voice"] = route.voice.id
             key = await self._cache_key(route)
             hit = await self.cache.get(key)
             if hit is not None:
+                http["audit"].update(cache=hit[1], audio_s=round(hit[0].duration, 3))
                 return self._respond(hit[0], hit[1], route.degraded)
             if call.stream:
                 return await self._stream(http, route, key)
             entry, shared = await self.cache.single_flight(key, lambda: self._produce(route))
-            return self._respond(entry, "shared" if shared else "miss", route.degraded)
+            source = "shared" if shared else "miss"
+            http["audit"].update(cache=source, audio_s=round(entry.duration, 3))
+            return self._respond(entry, source, route.degraded)
         finally:
             self.active -= 1
             self.served += 1
@@ -203,6 +240,7 @@ class Daemon:
             total += seconds
         await response.write_eof()
         self._account(plan, total, time.perf_counter() - started)
+        http["audit"].update(cache="miss", audio_s=round(total, 3))
         body = (
             audio.wav_from_int16(bytes(pcm), plan.rate) if plan.format.name == "wav" else bytes(pcm)
         )
@@ -225,6 +263,36 @@ class Daemon:
         if seconds > 0:
             self.metrics.rtf.observe(elapsed / seconds)
 
+    async def audit_request(
+        self, http: web.Request, route: str, status: int, started: float
+    ) -> None:
+        """One record per API request (allowed or refused); text as SHA-256 + length unless
+        ``audit.include_text``.  Values go through JSON only: no log injection."""
+        if self.audit is None:
+            return
+        info: dict[str, Any] = http.get("audit", {})
+        text = info.pop("text", None)
+        record = {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            "request_id": http.get("request_id"),
+            "source_ip": http.get("client_ip"),
+            "peer": http.remote,
+            "subject": http.get("subject"),
+            "route": route,
+            "method": http.method,
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            **info,
+        }
+        if isinstance(text, str):
+            record["text_sha256"] = hashlib.sha256(
+                text.encode("utf-8", "surrogatepass")
+            ).hexdigest()
+            record["text_len"] = len(text)
+            if self.config.audit.include_text:
+                record["text"] = text
+        await self.audit.write(record)
+
     # -- lifecycle ------------------------------------------------------------------------
     async def warm_up(self) -> None:
         started = time.perf_counter()
@@ -237,18 +305,24 @@ class Daemon:
         )
 
     async def reload(self) -> None:
-        """SIGHUP: build a new synthesizer from the config file off the loop, then swap.
-        Requests already planned keep the old one; a bad config keeps the old one too."""
+        """SIGHUP: build a new synthesizer, access gate and certificate from the config file
+        off the loop, then swap.  Requests already planned keep the old ones; a bad config,
+        key or certificate keeps the running configuration and says why."""
         self.notifier.reloading()
         try:
             config = load(self.config_path)
             fresh = Synthesizer(config)
+            gate = Gate(config.auth, self.cache.l2, config.cache.namespace)
+            if self.tls is not None and config.tls.enabled:
+                load_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), config.tls)  # check first
             await self.pool.run(fresh.warm_up)
-        except (ConfigError, LexiconError, EngineError, OSError) as exc:
+        except (ConfigError, LexiconError, EngineError, OSError, ValueError, ssl.SSLError) as exc:
             self.metrics.reloads.labels("failed").inc()
             log.error("reload failed, keeping the running configuration: %s", exc)
         else:
-            self.config, self.synthesizer = config, fresh
+            self.config, self.synthesizer, self.gate = config, fresh, gate
+            if self.tls is not None and config.tls.enabled:
+                load_tls(self.tls, config.tls)
             self.metrics.reloads.labels("ok").inc()
             log.info(
                 "reloaded configuration from %s (lexicon %d entries)",
@@ -301,17 +375,35 @@ class Daemon:
 # -- HTTP layer -----------------------------------------------------------------------------
 
 
+ROUTE_SCOPES = {
+    "/v1/tts": SYNTHESIZE,
+    "/v1/audio/speech": SYNTHESIZE,
+    "/v1/admin/reload": ADMIN,
+    "/v1/admin/cache/purge": ADMIN,
+}
+
+
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, JSON errors for everything, and per-route metrics."""
+    """Request id, access control, JSON errors for everything, metrics and the audit record."""
     daemon = request.app[STATE]
     rid = request.headers.get("X-Request-Id", "")
     rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     started = time.perf_counter()
+    ip = daemon.gate.client(request.remote or "", request.headers.get("X-Forwarded-For"))
+    request["client_ip"], request["request_id"] = ip, rid
     try:
+        await _admit(request, daemon, ip, ROUTE_SCOPES.get(name))
         response = await handler(request)
+    except AuthError as exc:
+        response = error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
+        )
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
@@ -320,12 +412,54 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         response = _domain_error(exc, daemon)
     except asyncio.CancelledError:
         daemon.metrics.requests.labels(name, "499").inc()  # client went away
+        await daemon.audit_request(request, name, 499, started)
         raise
     if not response.prepared:
         response.headers["X-Request-Id"] = rid
     daemon.metrics.requests.labels(name, str(response.status)).inc()
     daemon.metrics.latency.labels(name).observe(time.perf_counter() - started)
+    if name in ROUTE_SCOPES:
+        # Written (to the kernel) before the response completes: a crash cannot lose it.
+        try:
+            await daemon.audit_request(request, name, response.status, started)
+        except Exception as exc:  # fail closed: no audit record, no answer
+            log.error("audit log write failed: %s", exc)
+            if response.prepared:
+                raise
+            response = error_response(
+                503, "audit_unavailable", "the request could not be recorded; try again later"
+            )
     return response
+
+
+async def _admit(request: web.Request, daemon: Daemon, ip: str, scope: str | None) -> None:
+    """Allowlist for every route; for API routes also per-IP rate, token, per-subject rate —
+    all before any work is done."""
+    gate = daemon.gate
+    if not allowed(ip, gate.allow):
+        raise AuthError(403, "forbidden_ip", f"{ip} is not allowed")
+    if scope is None:
+        return
+    wait = await gate.per_ip.check(f"ip:{ip}")
+    if wait:
+        daemon.metrics.rejected.labels("rate_ip").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many requests from this address",
+            {"Retry-After": retry_after(wait)},
+        )
+    principal = gate.authenticate(request.headers.get("Authorization"), ip, scope)
+    request["subject"] = principal.subject
+    wait = await gate.per_subject.check(f"sub:{principal.subject}")
+    if wait:
+        daemon.metrics.rejected.labels("rate_subject").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many requests for this subject",
+            {"Retry-After": retry_after(wait)},
+        )
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:
@@ -364,6 +498,8 @@ async def _json_body(request: web.Request) -> Any:
     raw = await request.read()
     try:
         return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "JSON nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"body is not valid UTF-8 JSON: {exc}") from None
 
@@ -441,6 +577,46 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi.spec(request.app[STATE].config))
 
 
+async def admin_reload(request: web.Request) -> web.Response:
+    """Same as SIGHUP / systemctl reload, for operators who only have the API."""
+    await request.app[STATE].reload()
+    return web.json_response({"status": request.app[STATE].readiness()[1]})
+
+
+async def admin_cache_purge(request: web.Request) -> web.Response:
+    """Empty L1 here and this namespace in Redis (so both nodes of the pair)."""
+    daemon = request.app[STATE]
+    daemon.cache.l1.clear()
+    purged = 0
+    if daemon.cache.l2.enabled:
+        try:
+            purged = (await daemon.cache.l2.scan(delete=True))[0]
+        except Exception as exc:  # Redis away: say so, L1 is still cleared
+            raise ApiError(503, "cache_unavailable", f"Redis: {exc}") from None
+    return web.json_response({"purged": purged})
+
+
+def tls_context(config: TlsConfig) -> ssl.SSLContext | None:
+    """TLS 1.2+ with forward-secret AEAD ciphers only; client certificates when a CA is set.
+    Re-loading the same context object on SIGHUP rotates the certificate for new
+    connections without a restart."""
+    if not config.enabled:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    load_tls(context, config)
+    return context
+
+
+def load_tls(context: ssl.SSLContext, config: TlsConfig) -> None:
+    context.load_cert_chain(config.cert_file, config.key_file)
+    if config.client_ca_file:
+        context.load_verify_locations(config.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+
+
 def create_app(daemon: Daemon) -> web.Application:
     app = web.Application(
         middlewares=[middleware], client_max_size=daemon.config.server.max_body_bytes
@@ -454,6 +630,8 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    app.router.add_post("/v1/admin/reload", admin_reload)
+    app.router.add_post("/v1/admin/cache/purge", admin_cache_purge)
     return app
 
 
@@ -466,8 +644,20 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     daemon = Daemon(config, config_path)
     runner = web.AppRunner(create_app(daemon), handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=512)
+    if daemon.audit is not None:
+        await daemon.audit.start()  # before the first request can arrive
+    context = tls_context(config.tls)
+    daemon.tls = context
+    site = web.TCPSite(
+        runner, config.server.host, config.server.port, backlog=512, ssl_context=context
+    )
     await site.start()
+    if not config.auth.enabled:
+        log.warning(
+            "AUTHENTICATION IS OFF: any local process may call the API "
+            "(allowed only because %s is a loopback address)",
+            config.server.host,
+        )
     log.info(
         "sambertd %s listening on %s:%d (%d worker(s), queue %d)",
         __version__,
@@ -498,5 +688,7 @@ async def serve(config: Config, config_path: str | None = None) -> None:
             await task
     await runner.cleanup()
     await daemon.cache.close()
+    if daemon.audit is not None:
+        await daemon.audit.close()
     daemon.pool.shutdown()
     log.info("stopped after serving %d request(s)", daemon.served)

@@ -91,6 +91,8 @@ def _number(
             raise _invalid(name, "must be a number") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(name, "must be a number")
+    if isinstance(value, int) and abs(value) > 1_000_000:  # float() of a 400-digit int fails
+        raise _invalid(name, f"must be between {lo} and {hi}")
     if not math.isfinite(value) or not lo <= value <= hi:
         raise _invalid(name, f"must be between {lo} and {hi}")
     return float(value)
@@ -100,7 +102,13 @@ def _integer(raw: Mapping[str, Any], name: str, from_query: bool) -> int | None:
     value = raw.get(name)
     if value is None or value == "":
         return None
-    if from_query and isinstance(value, str) and value.isdigit():
+    if (
+        from_query
+        and isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and len(value) <= 6
+    ):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(name, "must be an integer")
