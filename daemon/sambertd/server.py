@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import ssl
 import time
 import uuid
@@ -91,6 +92,7 @@ class Daemon:
         self.notifier = Notifier()
         self.warm = False
         self.tls: ssl.SSLContext | None = None
+        self.node = config.server.node_name or socket.gethostname()
         self.draining = False
         self.served = 0
         self.active = 0  # HTTP requests inside a synthesis handler (incl. streams)
@@ -121,10 +123,19 @@ class Daemon:
             return False, "engine unavailable"
         return True, "degraded"
 
+    def role(self) -> str:
+        """The keepalived role (MASTER/BACKUP/FAULT) from failover/notify.sh, else
+        "standalone".  Read on demand: a tiny file in /run, no watcher thread needed."""
+        try:
+            text = Path(self.config.server.role_file).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return "standalone"
+        return text if text in ("MASTER", "BACKUP", "FAULT", "STOP") else "standalone"
+
     def status_line(self) -> str:
         state = self.readiness()[1]
         return (
-            f"{state}; in-flight {self.pool.in_flight}, queue {self.pool.depth}, "
+            f"{state}; {self.role()}; in-flight {self.pool.in_flight}, queue {self.pool.depth}, "
             f"served {self.served}"
         )
 
@@ -416,6 +427,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         raise
     if not response.prepared:
         response.headers["X-Request-Id"] = rid
+        response.headers["X-Node"] = daemon.node
     daemon.metrics.requests.labels(name, str(response.status)).inc()
     daemon.metrics.latency.labels(name).observe(time.perf_counter() - started)
     if name in ROUTE_SCOPES:
@@ -564,12 +576,17 @@ async def ready(request: web.Request) -> web.Response:
         "queue": daemon.pool.depth,
         "engines": daemon.synthesizer.health(),
         "cache": daemon.cache.l2.state,
+        "role": daemon.role(),
     }
     return web.json_response(body, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[STATE].metrics.render()
+    daemon = request.app[STATE]
+    role = daemon.role()
+    for name in ("MASTER", "BACKUP", "FAULT", "STOP", "standalone"):
+        daemon.metrics.role.labels(name).set(1.0 if name == role else 0.0)
+    body = daemon.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

@@ -1,0 +1,285 @@
+"""The HA pair for real: daemon + keepalived on node A and node B (network namespaces joined
+by a bridge), a client load against the VIP from a third namespace, and three failures —
+A's daemon killed, B's daemon frozen (SIGSTOP), A's link down.  Each time the VIP must move
+within 3 s, a client that retries once must see no failed request, and the recovered node
+must not take the VIP back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.netns import Lab, unavailable
+
+REPO = Path(__file__).resolve().parent.parent
+PORT = 8080
+VIP_HOST = 100
+SECRET = b"ha-test-secret-0123456789abcdef-0123456789"
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+
+CLIENT = textwrap.dedent("""
+    import http.client, json, sys, time, threading
+    vip, port, token, out, stop_file = sys.argv[1:6]
+    port = int(port)
+    deadline = time.time() + 150
+    RETRY_AFTER = 3.0
+    lock = threading.Lock()
+    results = []
+
+    def once(text):
+        conn = http.client.HTTPConnection(vip, port, timeout=1.5)
+        try:
+            body = json.dumps({"text": text}).encode()
+            conn.request("POST", "/v1/tts", body=body, headers={
+                "Content-Type": "application/json", "Authorization": "Bearer " + token})
+            r = conn.getresponse()
+            r.read()
+            return r.status, r.getheader("X-Node")
+        finally:
+            conn.close()
+
+    def worker(w):
+        i = 0
+        while time.time() < deadline and i < 20000:
+            try:
+                open(stop_file).close()
+                return
+            except OSError:
+                pass
+            text = "第%d号窗口请准备。" % (i % 8)
+            attempts, status, node = 0, None, None
+            for attempts in (1, 2):  # the client retries once, after the 3 s failover bound
+                try:
+                    status, node = once(text)
+                    if status == 200:
+                        break
+                except OSError:
+                    status = None
+                if attempts == 1:
+                    time.sleep(RETRY_AFTER)
+            with lock:
+                results.append([time.time(), w, attempts, status, node])
+            i += 1
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    with open(out, "w") as f:
+        json.dump(results, f)
+""")
+
+
+class Pair:
+    def __init__(self, lab: Lab, work: Path) -> None:
+        self.lab, self.work = lab, work
+        self.vip = lab.address(VIP_HOST)
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+        self.keepaliveds: dict[str, subprocess.Popen[bytes]] = {}
+        # keepalived's script security wants root-owned, non-writable paths all the way up.
+        self.scripts = Path(f"/run/sbd-{lab.tag}")
+        self.scripts.mkdir(mode=0o755)
+        for name in ("check_sambertd.sh", "notify.sh"):
+            shutil.copy(REPO / "failover" / name, self.scripts / name)
+            (self.scripts / name).chmod(0o755)
+        (work / "secret").write_bytes(SECRET)
+
+    def role_file(self, node: str) -> Path:
+        return self.scripts / f"role-{node}"
+
+    def start_daemon(self, node: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAMBERTD_")}
+        env.update(
+            {
+                "SAMBERTD_SERVER_HOST": "0.0.0.0",
+                "SAMBERTD_SERVER_PORT": str(PORT),
+                "SAMBERTD_SERVER_NODE_NAME": node,
+                "SAMBERTD_SERVER_QUEUE_SIZE": "64",
+                "SAMBERTD_SERVER_ROLE_FILE": str(self.role_file(node)),
+                "SAMBERTD_AUTH_ENABLED": "true",
+                "SAMBERTD_AUTH_HS256_SECRET_FILE": str(self.work / "secret"),
+                "SAMBERTD_AUTH_RATE_PER_IP": "0",
+                "SAMBERTD_AUTH_RATE_PER_SUBJECT": "0",
+                "SAMBERTD_AUDIT_DIRECTORY": str(self.work / f"audit-{node}"),
+            }
+        )
+        self.daemons[node] = self.lab.popen(
+            node, [sys.executable, "-m", "sambertd", "serve"], env, self.work / f"daemon-{node}.log"
+        )
+        self.lab.wait(lambda: self.ready(node), 60, 0.2)
+
+    def ready(self, node: str) -> bool:
+        probe = self.lab.exec(
+            node, "curl", "-fsS", "-m", "1", f"http://127.0.0.1:{PORT}/ready", check=False
+        )
+        return probe.returncode == 0
+
+    def start_keepalived(self, node: str, priority: int) -> None:
+        from jinja2 import Template
+
+        peers = [self.lab.ip(n) for n in ("a", "b") if n != node]
+        conf = Template((REPO / "failover" / "keepalived.conf.j2").read_text()).render(
+            node_name=f"sambertd-{node}",
+            node_ip=self.lab.ip(node),
+            vrrp_interface="eth0",
+            vrrp_router_id=51,
+            vrrp_priority=priority,
+            vrrp_peer_ips=peers,
+            vrrp_vip=f"{self.vip}/24",
+            vrrp_auth_pass="s3cret",
+            sambertd_port=PORT,
+            check_script=self.scripts / "check_sambertd.sh",
+            notify_script=self.scripts / "notify.sh",
+            role_file=self.role_file(node),
+        )
+        path = self.scripts / f"keepalived-{node}.conf"
+        path.write_text(conf)
+        pid = self.scripts / f"k-{node}"
+        command = [
+            "keepalived",
+            "-n",
+            "-l",
+            "-G",
+            "-P",
+            "-f",
+            str(path),
+            "-p",
+            f"{pid}.pid",
+            "-r",
+            f"{pid}.vrrp.pid",
+            "-c",
+            f"{pid}.chk.pid",
+        ]
+        self.keepaliveds[node] = self.lab.popen(
+            node, command, log=self.work / f"keepalived-{node}.log"
+        )
+
+    def holder(self) -> str | None:
+        holders = [n for n in ("a", "b") if self.lab.has_address(n, self.vip)]
+        return holders[0] if len(holders) == 1 else ("both" if holders else None)
+
+    def role(self, node: str) -> str:
+        try:
+            return self.role_file(node).read_text().strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        for proc in [*self.keepaliveds.values(), *self.daemons.values()]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.scripts, ignore_errors=True)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    with Lab({"a": 11, "b": 12, "c": 20}) as lab:
+        p = Pair(lab, tmp_path)
+        try:
+            yield p
+        finally:
+            p.stop()
+
+
+def switchover(pair: Pair, to: str, timeout: float = 10) -> float:
+    return pair.lab.wait(lambda: pair.holder() == to, timeout)
+
+
+def no_flap(pair: Pair, holder: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert pair.holder() == holder, "the VIP moved back: flapping"
+        time.sleep(0.1)
+
+
+def test_vip_failover_daemon_killed_frozen_and_link_down(pair: Pair, tmp_path: Path) -> None:
+    lab = pair.lab
+    pair.start_daemon("a")
+    pair.start_daemon("b")
+    pair.start_keepalived("a", 250)
+    pair.start_keepalived("b", 240)
+    switchover(pair, "a", 15)
+    lab.wait(lambda: pair.role("a") == "MASTER" and pair.role("b") == "BACKUP", 10)
+
+    token = jwt.encode(
+        {
+            "sub": "ha-client",
+            "scope": "tts:synthesize",
+            "iss": "sambertd",
+            "aud": "sambertd",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 3600,
+        },
+        SECRET,
+        algorithm="HS256",
+        headers={"kid": "hs256"},
+    )
+    (tmp_path / "client.py").write_text(CLIENT)
+    results, stop_file = tmp_path / "results.json", tmp_path / "stop"
+    client = lab.popen(
+        "c",
+        [
+            sys.executable,
+            str(tmp_path / "client.py"),
+            pair.vip,
+            str(PORT),
+            token,
+            str(results),
+            str(stop_file),
+        ],
+        log=tmp_path / "client.log",
+    )
+    times: dict[str, float] = {}
+    try:
+        time.sleep(2)
+        # 1. A's daemon dies.
+        pair.daemons["a"].kill()
+        times["daemon killed"] = switchover(pair, "b")
+        pair.start_daemon("a")  # A recovers ...
+        lab.wait(lambda: pair.role("a") == "BACKUP", 15)
+        no_flap(pair, "b", 4)  # ... and does not take the VIP back
+        # 2. B's daemon hangs (SIGSTOP): it still runs, it just never answers.
+        pair.daemons["b"].send_signal(signal.SIGSTOP)
+        times["daemon frozen"] = switchover(pair, "a")
+        pair.daemons["b"].send_signal(signal.SIGCONT)
+        lab.wait(lambda: pair.role("b") == "BACKUP", 15)
+        no_flap(pair, "a", 4)
+        # 3. A's network link goes down.
+        lab.link("a", up=False)
+        times["link down"] = switchover(pair, "b")
+        lab.link("a", up=True)
+        lab.wait(lambda: pair.role("a") == "BACKUP", 15)
+        no_flap(pair, "b", 4)
+        time.sleep(1)
+    finally:
+        stop_file.write_text("stop")
+        client.wait(60)
+    records = json.loads(results.read_text())
+    failed = [r for r in records if r[3] != 200]
+    retried = sum(1 for r in records if r[2] == 2)
+    served = {r[4] for r in records}
+    print(
+        f"\nswitchover times: {', '.join(f'{k} {v:.2f} s' for k, v in times.items())}; "
+        f"{len(records)} requests, {retried} needed the retry, {len(failed)} failed"
+    )
+    assert served == {"a", "b"}
+    assert len(records) > 100
+    assert not failed, failed[:5]
+    assert times["daemon killed"] <= 3.0 and times["daemon frozen"] <= 3.0, times
+    # A dead link sends no priority-0 advert: the backup waits VRRPv2's master-down interval,
+    # 3 x advert_int + (256 - 240)/256 s after the last advert it heard (0-1 s before the
+    # cut), plus this test's 50 ms polling.
+    assert times["link down"] <= 3.0 + 16 / 256 + 0.05, times
