@@ -57,6 +57,7 @@ OVERRIDES: dict[str, Any] = {
     "sambertd_cache_read_from_replicas": True,
     "sambertd_audit_retention_days": 365,
     "sambertd_frontend_sandhi": False,
+    "sambertd_auth_enabled": True,  # required off loopback; the secret file is set per test
 }
 PLACEHOLDERS = {
     "keepalived.conf.j2": (
@@ -119,7 +120,10 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 180) -
         cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-8000:]}"
+    fatal = "\n".join(line for line in out.splitlines() if "fatal:" in line or "ERROR" in line)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed ({proc.returncode}):\n{fatal[-6000:]}\n...\n{out[-3000:]}"
+    )
     return out
 
 
@@ -208,6 +212,8 @@ def _write_inventory(tmp: Path, roots: dict[str, Path], model_archive: Path) -> 
         "sambertd_secret_files": [
             {"src": str(secret), "dest": "/etc/sambertd/keys/hs256.secret", "mode": "0640"}
         ],
+        # `sambertd check` (the validate step) reads it on this machine, outside the roots.
+        "sambertd_auth_hs256_secret_file": str(secret),
         "keepalived_vip": VIP,
         "keepalived_auth_pass": "vrrp-pw1",
         "redis_master_host": HOSTS["tts-a"],
@@ -273,7 +279,8 @@ def test_site_applies_check_mode_then_real_then_idempotent(project: Path, tmp_pa
 
     # sambertd.toml: every key of config/sambertd.toml, defaults plus the overrides.
     expected = copy.deepcopy(_toml_defaults())
-    for var, value in OVERRIDES.items():
+    secret = str(tmp_path / "hs256.secret")
+    for var, value in [*OVERRIDES.items(), ("sambertd_auth_hs256_secret_file", secret)]:
         section, _, key = var.removeprefix("sambertd_").partition("_")
         assert key in expected[section], var
         expected[section][key] = value
@@ -305,7 +312,7 @@ def test_site_applies_check_mode_then_real_then_idempotent(project: Path, tmp_pa
     # Redis: A is the initial master, B its replica, the witness runs Sentinel only.
     redis_a = (roots["tts-a"] / "etc/redis/redis.conf").read_text()
     redis_b = (roots["tts-b"] / "etc/redis/redis.conf").read_text()
-    assert "replicaof" not in redis_a and "bind 10.0.0.11 127.0.0.1" in redis_a
+    assert "\nreplicaof " not in redis_a and "bind 10.0.0.11 127.0.0.1" in redis_a
     assert "replicaof 10.0.0.11 6379" in redis_b and "requirepass s3cret-redis" in redis_b
     assert not (roots["witness1"] / "etc/redis/redis.conf").exists()
     for node in HOSTS:

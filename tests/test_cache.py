@@ -213,3 +213,44 @@ def test_redis_down_is_fast_and_silent_then_comes_back(redis_server: RedisServer
         await cache.close()
 
     asyncio.run(go())
+
+
+def test_pair_wide_lock_makes_the_other_node_wait_for_the_entry(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        cfg = CacheConfig(redis_url=redis_server.url, lock_wait_s=3)
+        a, b = Cache(cfg), Cache(cfg)
+        token, elsewhere = await a.l2.lock("k")  # node A starts synthesizing "k"
+        assert token and not elsewhere
+        produced = 0
+
+        async def produce() -> Entry:
+            nonlocal produced
+            produced += 1
+            return entry()
+
+        async def a_finishes() -> None:
+            await asyncio.sleep(0.3)
+            await a.put("k", entry(42))
+            await a.l2.unlock("k", token)
+
+        (got, _), _ = await asyncio.gather(b.single_flight("k", produce), a_finishes())
+        assert produced == 0 and got.audio == b"x" * 42  # B used A's work
+        await a.close()
+        await b.close()
+
+    asyncio.run(go())
+
+
+def test_a_redis_error_on_the_lock_is_not_a_reason_to_wait(tmp_path: Path) -> None:
+    import time
+
+    from tests.redis_cluster import free_port
+
+    async def go() -> float:
+        cache = Cache(CacheConfig(redis_url=f"redis://127.0.0.1:{free_port()}/0", lock_wait_s=3))
+        started = time.monotonic()
+        await cache.single_flight("k", lambda: asyncio.sleep(0, entry()))  # type: ignore[arg-type,return-value]
+        await cache.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) < 1.0  # nobody holds the lock: synthesize at once

@@ -86,6 +86,7 @@ class Pair:
         self.lab, self.work = lab, work
         self.vip = lab.address(VIP_HOST)
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+        self.settings: dict[str, str] = {}  # extra SAMBERTD_* for both daemons
         self.keepaliveds: dict[str, subprocess.Popen[bytes]] = {}
         # keepalived's script security wants root-owned, non-writable paths all the way up.
         self.scripts = Path(f"/run/sbd-{lab.tag}")
@@ -100,6 +101,7 @@ class Pair:
 
     def start_daemon(self, node: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAMBERTD_")}
+        env.update(self.settings)
         env.update(
             {
                 "SAMBERTD_SERVER_HOST": "0.0.0.0",
@@ -283,3 +285,162 @@ def test_vip_failover_daemon_killed_frozen_and_link_down(pair: Pair, tmp_path: P
     # 3 x advert_int + (256 - 240)/256 s after the last advert it heard (0-1 s before the
     # cut), plus this test's 50 ms polling.
     assert times["link down"] <= 3.0 + 16 / 256 + 0.05, times
+
+
+def start_redis(pair: Pair, tmp_path: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """Master in A, replica in B, sentinels in A, B and the client namespace (the witness)."""
+    lab, procs = pair.lab, {}
+    a_ip = lab.ip("a")
+    for node in ("a", "b"):
+        d = tmp_path / f"redis-{node}"
+        d.mkdir()
+        args = [
+            "redis-server",
+            "--bind",
+            lab.ip(node),
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(d),
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        if node == "b":
+            args += ["--replicaof", a_ip, "6379"]
+        procs[f"redis-{node}"] = lab.popen(node, args, log=d / "log")
+    for node in ("a", "b", "c"):
+        conf = tmp_path / f"sentinel-{node}.conf"
+        conf.write_text(
+            f"port 26379\nbind {lab.ip(node)}\nprotected-mode no\nsentinel resolve-hostnames no\n"
+            f"sentinel monitor sambertd {a_ip} 6379 2\n"
+            "sentinel down-after-milliseconds sambertd 1000\n"
+            "sentinel failover-timeout sambertd 5000\n"
+        )
+        procs[f"sentinel-{node}"] = lab.popen(
+            node, ["redis-sentinel", str(conf)], log=tmp_path / f"sentinel-{node}.log"
+        )
+    return procs
+
+
+def sentinel_master(pair: Pair) -> str:
+    out = pair.lab.exec(
+        "c",
+        "redis-cli",
+        "-h",
+        pair.lab.ip("c"),
+        "-p",
+        "26379",
+        "sentinel",
+        "get-master-addr-by-name",
+        "sambertd",
+        check=False,
+    ).stdout.split()
+    return out[0] if out else ""
+
+
+def dbsize(pair: Pair, node: str) -> int:
+    out = pair.lab.exec(node, "redis-cli", "-h", pair.lab.ip(node), "dbsize", check=False)
+    return int(out.stdout.strip() or -1)
+
+
+def test_redis_sentinel_failover_inside_the_pair(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = pair.lab
+    procs = start_redis(pair, tmp_path)
+    try:
+        sentinels = ",".join(f"{lab.ip(n)}:26379" for n in ("a", "b", "c"))
+        # Every request reads Redis (no L1), so the load really crosses the failover.
+        pair.settings = {"SAMBERTD_CACHE_SENTINELS": sentinels, "SAMBERTD_CACHE_L1_MAX_BYTES": "0"}
+        lab.wait(lambda: sentinel_master(pair) == lab.ip("a"), 20)
+        pair.start_daemon("a")
+        pair.start_daemon("b")
+        pair.start_keepalived("a", 250)
+        pair.start_keepalived("b", 240)
+        switchover(pair, "a", 15)
+        token = jwt.encode(
+            {
+                "sub": "ha-client",
+                "scope": "tts:synthesize",
+                "iss": "sambertd",
+                "aud": "sambertd",
+                "iat": int(time.time()),
+                "exp": int(time.time()) + 3600,
+            },
+            SECRET,
+            algorithm="HS256",
+            headers={"kid": "hs256"},
+        )
+        (tmp_path / "client.py").write_text(CLIENT)
+        results, stop_file = tmp_path / "results.json", tmp_path / "stop"
+        client = lab.popen(
+            "c",
+            [
+                sys.executable,
+                str(tmp_path / "client.py"),
+                pair.vip,
+                str(PORT),
+                token,
+                str(results),
+                str(stop_file),
+            ],
+        )
+        try:
+            lab.wait(lambda: dbsize(pair, "a") >= 8, 30, 0.2)  # the cache is in use
+            time.sleep(3)
+            procs["redis-a"].kill()
+            killed = time.monotonic()
+            lab.wait(lambda: sentinel_master(pair) == lab.ip("b"), 30, 0.1)
+            promoted = time.monotonic() - killed
+            before = dbsize(pair, "b")
+            fresh = iter(range(1000))
+
+            def wrote_to_new_master() -> bool:
+                """A new text through the VIP: once the daemon follows, it lands on B."""
+                body = json.dumps({"text": f"切换以后的第{next(fresh)}句话。"})
+                lab.exec(
+                    "c",
+                    "curl",
+                    "-fsS",
+                    "-o",
+                    "/dev/null",
+                    "-m",
+                    "5",
+                    "-H",
+                    f"Authorization: Bearer {token}",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    body,
+                    f"http://{pair.vip}:{PORT}/v1/tts",
+                    check=False,
+                )
+                return dbsize(pair, "b") > before
+
+            lab.wait(wrote_to_new_master, 30, 0.2)
+            followed = time.monotonic() - killed
+            time.sleep(3)
+        finally:
+            stop_file.write_text("stop")
+            client.wait(60)
+        records = json.loads(results.read_text())
+        failed = [r for r in records if r[3] != 200]
+        retried = sum(1 for r in records if r[2] == 2)
+        print(
+            f"\nredis failover: promoted after {promoted:.1f} s, daemon on the new master "
+            f"after {followed:.1f} s; {len(records)} requests, {retried} retried, "
+            f"{len(failed)} failed"
+        )
+        assert len(records) > 50 and not failed
+        assert retried == 0  # a Redis failover is invisible to clients
+        assert pair.holder() == "a"  # a Redis failover does not move the VIP
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait(10)

@@ -238,12 +238,15 @@ class L2:
         done, _ = await self._call(False, lambda c: c.set(key, data, px=ttl_ms))
         return done
 
-    async def lock(self, key: str) -> str | None:
-        """A short cross-node lock; None when another node holds it (or Redis is away)."""
+    async def lock(self, key: str) -> tuple[str | None, bool]:
+        """A short cross-node lock: ``(token, held_elsewhere)``.  ``(None, False)`` means
+        Redis did not answer — then nobody is worth waiting for."""
         token = secrets.token_hex(8)
         ttl = int(self.config.lock_ttl_s * 1000)
         done, ok = await self._call(False, lambda c: c.set(f"{key}:lock", token, nx=True, px=ttl))
-        return token if done and ok else None
+        if not done:
+            return None, False
+        return (token, False) if ok else (None, True)
 
     async def unlock(self, key: str, token: str) -> None:
         await self._call(False, lambda c: c.eval(_UNLOCK, 1, f"{key}:lock", token))
@@ -356,10 +359,10 @@ class Cache:
     async def _produce_once(self, key: str, produce: Callable[[], Awaitable[Entry]]) -> Entry:
         """Take the pair-wide lock; if the other node holds it, wait (bounded) for its entry
         to appear in L2, then synthesize anyway."""
-        token = await self.l2.lock(key) if self.config.enabled else None
-        if token is None and self.config.enabled and self.l2.state == "ok":
+        token, held_elsewhere = await self.l2.lock(key) if self.config.enabled else (None, False)
+        if held_elsewhere:
             deadline = time.monotonic() + self.config.lock_wait_s
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and self.l2.state == "ok":
                 await asyncio.sleep(0.05)
                 entry = await self.l2.get(key)
                 if entry is not None:
