@@ -15,7 +15,7 @@ APT_PACKAGES := python3-venv
 # in network namespaces.
 TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel keepalived curl
 
-.PHONY: install run test lint bench clean system-packages test-packages
+.PHONY: install run test lint bench bundle clean system-packages test-packages
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/engine.py
+
+# On a connected machine: wheelhouse + our wheel + Debian packages (+ MODEL_ARCHIVE=path)
+# into dist/sambertd-bundle-<version>.tar.gz for the offline Ansible rollout.
+bundle:
+	bash bench/bundle.sh $(MODEL_ARCHIVE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info daemon/*.egg-info

@@ -104,7 +104,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     for part in ("ansible", "systemd", "config", "failover"):
         if (REPO / part).is_dir():
-            shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns(".cache"))
+            shutil.copytree(
+                REPO / part, root / part, ignore=shutil.ignore_patterns(".cache", ".ansible")
+            )
     failover = root / "failover"
     failover.mkdir(exist_ok=True)
     for name, text in PLACEHOLDERS.items():  # the real ones may not be written yet
