@@ -196,6 +196,35 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             p.stop()
 
 
+def client_token() -> str:
+    now = int(time.time())
+    claims = {
+        "sub": "ha-client",
+        "scope": "tts:synthesize",
+        "iss": "sambertd",
+        "aud": "sambertd",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "hs256"})
+
+
+def start_client(pair: Pair, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The load client in the client namespace; it stops when ``stop_file`` appears."""
+    (tmp_path / "client.py").write_text(CLIENT)
+    results, stop_file = tmp_path / "results.json", tmp_path / "stop"
+    command = [
+        sys.executable,
+        str(tmp_path / "client.py"),
+        pair.vip,
+        str(PORT),
+        client_token(),
+        str(results),
+        str(stop_file),
+    ]
+    return pair.lab.popen("c", command, log=tmp_path / "client.log"), results, stop_file
+
+
 def switchover(pair: Pair, to: str, timeout: float = 10) -> float:
     return pair.lab.wait(lambda: pair.holder() == to, timeout)
 
@@ -216,34 +245,7 @@ def test_vip_failover_daemon_killed_frozen_and_link_down(pair: Pair, tmp_path: P
     switchover(pair, "a", 15)
     lab.wait(lambda: pair.role("a") == "MASTER" and pair.role("b") == "BACKUP", 10)
 
-    token = jwt.encode(
-        {
-            "sub": "ha-client",
-            "scope": "tts:synthesize",
-            "iss": "sambertd",
-            "aud": "sambertd",
-            "iat": int(time.time()),
-            "exp": int(time.time()) + 3600,
-        },
-        SECRET,
-        algorithm="HS256",
-        headers={"kid": "hs256"},
-    )
-    (tmp_path / "client.py").write_text(CLIENT)
-    results, stop_file = tmp_path / "results.json", tmp_path / "stop"
-    client = lab.popen(
-        "c",
-        [
-            sys.executable,
-            str(tmp_path / "client.py"),
-            pair.vip,
-            str(PORT),
-            token,
-            str(results),
-            str(stop_file),
-        ],
-        log=tmp_path / "client.log",
-    )
+    client, results, stop_file = start_client(pair, tmp_path)
     times: dict[str, float] = {}
     try:
         time.sleep(2)
@@ -364,33 +366,8 @@ def test_redis_sentinel_failover_inside_the_pair(
         pair.start_keepalived("a", 250)
         pair.start_keepalived("b", 240)
         switchover(pair, "a", 15)
-        token = jwt.encode(
-            {
-                "sub": "ha-client",
-                "scope": "tts:synthesize",
-                "iss": "sambertd",
-                "aud": "sambertd",
-                "iat": int(time.time()),
-                "exp": int(time.time()) + 3600,
-            },
-            SECRET,
-            algorithm="HS256",
-            headers={"kid": "hs256"},
-        )
-        (tmp_path / "client.py").write_text(CLIENT)
-        results, stop_file = tmp_path / "results.json", tmp_path / "stop"
-        client = lab.popen(
-            "c",
-            [
-                sys.executable,
-                str(tmp_path / "client.py"),
-                pair.vip,
-                str(PORT),
-                token,
-                str(results),
-                str(stop_file),
-            ],
-        )
+        token = client_token()
+        client, results, stop_file = start_client(pair, tmp_path)
         try:
             lab.wait(lambda: dbsize(pair, "a") >= 8, 30, 0.2)  # the cache is in use
             time.sleep(3)

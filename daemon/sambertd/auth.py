@@ -165,7 +165,7 @@ def issue(
         "exp": now + int(ttl_s),
     }
     signing = key.material if key.algorithm == "HS256" else private_key
-    return jwt.encode(claims, signing, algorithm=key.algorithm, headers={"kid": key.kid})
+    return str(jwt.encode(claims, signing, algorithm=key.algorithm, headers={"kid": key.kid}))
 
 
 def parse_ttl(text: str) -> float:

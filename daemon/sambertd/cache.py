@@ -34,6 +34,7 @@ from sambertd.breaker import CLOSED, CircuitBreaker
 if TYPE_CHECKING:
     from sambertd.config import CacheConfig
     from sambertd.metrics import Metrics
+    from sambertd.synth import Result
 
 log = logging.getLogger(__name__)
 KEY_VERSION = "v1"
@@ -52,6 +53,20 @@ class Entry:
     engine: str
     degraded: bool = False
     cacheable: bool = True  # False: served, never stored (see Daemon._produce)
+
+    @classmethod
+    def from_result(cls, result: Result, degraded: bool = False, cacheable: bool = True) -> Entry:
+        """The cache entry for a finished synthesis."""
+        return cls(
+            audio=result.audio,
+            content_type=result.format.content_type,
+            sample_rate=result.sample_rate,
+            duration=result.duration,
+            voice=result.voice,
+            engine=result.engine,
+            degraded=degraded,
+            cacheable=cacheable,
+        )
 
     def pack(self) -> bytes:
         meta = {k: v for k, v in asdict(self).items() if k not in ("audio", "cacheable")}

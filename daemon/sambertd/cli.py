@@ -327,15 +327,7 @@ async def _warm(synthesizer: Any, store: Any, requests: list[Any]) -> tuple[int,
             if await store.l2.get(key) is not None:
                 skipped += 1
             else:
-                r = synthesizer.render_plan(synthesizer.plan(route))
-                entry = Entry(
-                    audio=r.audio,
-                    content_type=r.format.content_type,
-                    sample_rate=r.sample_rate,
-                    duration=r.duration,
-                    voice=r.voice,
-                    engine=r.engine,
-                )
+                entry = Entry.from_result(synthesizer.render_plan(synthesizer.plan(route)))
                 if not await store.l2.put(key, entry):
                     raise ConfigError(f"Redis refused the entry ({store.l2.state})")
                 done += 1

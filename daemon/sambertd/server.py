@@ -199,15 +199,10 @@ class Daemon:
         plan: Plan = await self.run(self.synthesizer.plan, route)
         result = await self.run(self.synthesizer.render_plan, plan)
         self._account(plan, result.duration, time.perf_counter() - started)
-        return Entry(
-            audio=result.audio,
-            content_type=result.format.content_type,
-            sample_rate=result.sample_rate,
-            duration=result.duration,
-            voice=result.voice,
-            engine=result.engine,
-            # A fallback taken mid-request: served marked degraded, never filed under the
-            # preferred voice's key.  (A degraded *route* is keyed by the fallback voice.)
+        # A fallback taken mid-request is served marked degraded and never filed under the
+        # preferred voice's key.  (A degraded *route* is keyed by the fallback voice.)
+        return Entry.from_result(
+            result,
             degraded=result.degraded and not route.degraded,
             cacheable=result.degraded == route.degraded,
         )
