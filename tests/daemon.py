@@ -43,6 +43,7 @@ class DaemonProcess:
         )
         self.audit_dir = tmp / f"audit-{self.port}"
         env.update({f"SAMBERTD_{k.upper()}": v for k, v in settings.items()})
+        self.host = env["SAMBERTD_SERVER_HOST"]
         self.log_path = tmp / f"daemon-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -74,7 +75,7 @@ class DaemonProcess:
         raw: bytes | None = None,
         timeout: float = 120,
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             data = (
                 raw

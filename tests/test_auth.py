@@ -470,3 +470,101 @@ def test_plain_http_to_the_tls_port_is_not_served(tls_daemon: DaemonProcess) -> 
     except (OSError, http.client.HTTPException):
         return  # the connection was dropped: plain HTTP is not served
     assert status != 200
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize(
+    ("allow", "status"), [("::1/128", 200), ("2001:db8::/32", 403), ("10.0.0.0/8,::/0", 200)]
+)
+def test_ipv6_allowlist_through_the_daemon(tmp_path: Path, allow: str, status: int) -> None:
+    d = DaemonProcess(tmp_path, server_host="::1", auth_allow=allow)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                d.get("/health")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert d.get("/health")[0] == status
+    finally:
+        d.stop()
+
+
+def _cert(name: str, key: Any, issuer: x509.Name, signer: Any, ca: bool) -> x509.Certificate:
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def test_client_certificates_are_required_when_a_ca_is_set(tmp_path: Path) -> None:
+    pem = serialization.Encoding.PEM
+    raw = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sambertd-test-ca")])
+    ca = _cert("sambertd-test-ca", ca_key, ca_name, ca_key, ca=True)
+    files = {}
+    for who in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        (tmp_path / f"{who}.pem").write_bytes(
+            _cert(who, key, ca_name, ca_key, ca=False).public_bytes(pem)
+        )
+        (tmp_path / f"{who}.key").write_bytes(key.private_bytes(pem, *raw))
+        files[who] = (tmp_path / f"{who}.pem", tmp_path / f"{who}.key")
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    d = DaemonProcess(
+        tmp_path,
+        tls_enabled="true",
+        tls_cert_file=str(files["server"][0]),
+        tls_key_file=str(files["server"][1]),
+        tls_client_ca_file=str(tmp_path / "ca.pem"),
+    )
+
+    def get(with_cert: bool) -> int | None:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        if with_cert:
+            ctx.load_cert_chain(*map(str, files["client"]))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", d.port), timeout=5) as s,
+                ctx.wrap_socket(s, server_hostname="127.0.0.1") as tls,
+            ):
+                tls.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                head = tls.recv(64)
+                return int(head.split()[1]) if head.startswith(b"HTTP/1.1") else None
+        except (ssl.SSLError, OSError):
+            return None
+
+    try:
+        deadline = time.monotonic() + 60
+        while get(True) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert get(True) == 200
+        assert get(False) is None  # no client certificate: the handshake is refused
+    finally:
+        d.stop()
