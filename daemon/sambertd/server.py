@@ -32,7 +32,15 @@ from aiohttp import web
 
 from sambertd import __version__, audio, openapi
 from sambertd.audit import AuditLog
-from sambertd.auth import ADMIN, SYNTHESIZE, AuthError, Gate, allowed, retry_after
+from sambertd.auth import (
+    ADMIN,
+    SYNTHESIZE,
+    AuthError,
+    Gate,
+    RateLimiter,
+    allowed,
+    retry_after,
+)
 from sambertd.cache import Cache, Entry
 from sambertd.config import Config, ConfigError, TlsConfig, load
 from sambertd.engines import EngineError, UnknownVoiceError
@@ -447,24 +455,23 @@ async def _admit(request: web.Request, daemon: Daemon, ip: str, scope: str | Non
         raise AuthError(403, "forbidden_ip", f"{ip} is not allowed")
     if scope is None:
         return
-    wait = await gate.per_ip.check(f"ip:{ip}")
-    if wait:
-        daemon.metrics.rejected.labels("rate_ip").inc()
-        raise ApiError(
-            429,
-            "rate_limited",
-            "too many requests from this address",
-            {"Retry-After": retry_after(wait)},
-        )
+    await _limit(daemon, gate.per_ip, f"ip:{ip}", "rate_ip", "this address")
     principal = gate.authenticate(request.headers.get("Authorization"), ip, scope)
     request["subject"] = principal.subject
-    wait = await gate.per_subject.check(f"sub:{principal.subject}")
+    await _limit(
+        daemon, gate.per_subject, f"sub:{principal.subject}", "rate_subject", "this subject"
+    )
+
+
+async def _limit(daemon: Daemon, limiter: RateLimiter, key: str, reason: str, whose: str) -> None:
+    """429 with Retry-After when ``key``'s token bucket is empty."""
+    wait = await limiter.check(key)
     if wait:
-        daemon.metrics.rejected.labels("rate_subject").inc()
+        daemon.metrics.rejected.labels(reason).inc()
         raise ApiError(
             429,
             "rate_limited",
-            "too many requests for this subject",
+            f"too many requests for {whose}",
             {"Retry-After": retry_after(wait)},
         )
 
