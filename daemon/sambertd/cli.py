@@ -320,10 +320,8 @@ async def _warm(synthesizer: Any, store: Any, requests: list[Any]) -> tuple[int,
     namespace = synthesizer.config.cache.namespace
     with tqdm(total=len(requests), unit="phrase", disable=not sys.stderr.isatty()) as bar:
         for request in requests:
-            route = synthesizer.route(request)
-            key = synthesizer.cache_key(
-                route, synthesizer.frontend.normalized(request.text)[1], namespace
-            )
+            route = synthesizer.normalize(synthesizer.route(request))
+            key = synthesizer.cache_key(route, namespace)
             if await store.l2.get(key) is not None:
                 skipped += 1
             else:

@@ -176,9 +176,9 @@ class Daemon:
             "format": r.format,
         }
         try:
-            route = self.synthesizer.route(call.request)
+            route = await self._normalize(self.synthesizer.route(call.request))
             http["audit"]["voice"] = route.voice.id
-            key = await self._cache_key(route)
+            key = self.synthesizer.cache_key(route, self.config.cache.namespace)
             hit = await self.cache.get(key)
             if hit is not None:
                 http["audit"].update(cache=hit[1], audio_s=round(hit[0].duration, 3))
@@ -193,14 +193,11 @@ class Daemon:
             self.active -= 1
             self.served += 1
 
-    async def _cache_key(self, route: Route) -> str:
+    async def _normalize(self, route: Route) -> Route:
         """Normalization is regex work: on the loop for short texts, in a thread for long."""
-        text = route.request.text
-        if len(text) <= 500:
-            normalized = self.synthesizer.frontend.normalized(text)[1]
-        else:
-            normalized = (await asyncio.to_thread(self.synthesizer.frontend.normalized, text))[1]
-        return self.synthesizer.cache_key(route, normalized, self.config.cache.namespace)
+        if len(route.request.text) <= 500:
+            return self.synthesizer.normalize(route)
+        return await asyncio.to_thread(self.synthesizer.normalize, route)
 
     async def _produce(self, route: Route) -> Entry:
         started = time.perf_counter()

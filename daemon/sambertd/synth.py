@@ -189,13 +189,23 @@ class Synthesizer:
         rate = audio.output_rate(fmt, request.sample_rate, voice.sample_rate)
         return Route(request, rung, voice, fmt, rate, degraded)
 
-    def cache_key(self, route: Route, normalized: str, namespace: str) -> str:
+    def normalize(self, route: Route) -> Route:
+        """The route with its normalized text, which the cache key is made of and the plan
+        reuses (so the text is normalized once per request)."""
+        if route.normalized is not None:
+            return route
+        normalized = self.frontend.normalized(route.request.text)[1]
+        return dataclasses.replace(route, normalized=normalized)
+
+    def cache_key(self, route: Route, namespace: str) -> str:
+        """Key of everything that decides the audio (normalizes the route if it is not)."""
         from sambertd.cache import cache_key
 
+        text = self.normalize(route).normalized or ""
         r, p = route.request, route.request.prosody
         return cache_key(
             namespace,
-            text=normalized,
+            text=text,
             voice=route.voice.id,
             emotion=r.emotion,
             speed=p.speed,
@@ -222,7 +232,9 @@ class Synthesizer:
             voice,
             route.format,
             route.rate,
-            self.frontend.sentences(route.request.text, first),
+            self.frontend.sentences(route.request.text, first)
+            if route.normalized is None
+            else self.frontend.units(route.normalized, first),
             pause,
             route.degraded,
         )
@@ -275,6 +287,7 @@ class Route:
     format: Format
     rate: int
     degraded: bool = False
+    normalized: str | None = None  # set once the front-end's normalization has run
 
 
 @dataclass(frozen=True)

@@ -69,14 +69,18 @@ class Frontend:
         """Run every stage; raises :class:`FrontendError` when nothing speakable remains.
         ``first_max_chars`` makes the first unit short, for streams (see ``split.split``)."""
         cleaned, normalized = self.normalized(text)
+        return Analysis(cleaned, normalized, self.units(normalized, first_max_chars))
+
+    def units(self, normalized: str, first_max_chars: int | None = None) -> list[Sentence]:
+        """Split and G2P already-normalized text (the daemon normalizes once, for its cache
+        key, and hands that text on rather than normalizing it again)."""
         pieces = split.split(normalized, self.max_sentence_chars, first_max_chars)
-        units = [self.g2p.sentence(u) for u in pieces]
-        units = [u for u in units if u.syllables]
+        units = [u for u in (self.g2p.sentence(p) for p in pieces) if u.syllables]
         if not units:
             raise FrontendError(
                 UNSPEAKABLE_TEXT, "text has nothing a Mandarin voice can read aloud"
             )
-        return Analysis(cleaned, normalized, units)
+        return units
 
     def sentences(self, text: str, first_max_chars: int | None = None) -> list[Sentence]:
         """Synthesis units for ``text``, in reading order."""
