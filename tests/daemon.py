@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +55,22 @@ class DaemonProcess:
         )
 
     def wait_ready(self, timeout: float = 60) -> float:
+        return self.wait_until(lambda: self.get("/ready")[0] == 200, timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 60) -> float:
+        """Seconds until ``predicate()`` held; a refused connection means "not yet", a
+        daemon that exits or never gets there fails with its log."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log()}")
             try:
-                if self.get("/ready")[0] == 200:
+                if predicate():
                     return time.monotonic() - started
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"daemon not ready after {timeout} s: {self.log()}")
+        raise TimeoutError(f"condition not met after {timeout} s: {self.log()}")
 
     def request(
         self,

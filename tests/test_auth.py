@@ -252,13 +252,7 @@ def test_allowlist(ip: str, nets: list[str], ok: bool) -> None:
 def test_allowlist_and_proxies_through_the_daemon(tmp_path: Path) -> None:
     closed = DaemonProcess(tmp_path, auth_allow="10.0.0.0/8")
     try:  # even /health is refused to a peer outside the allowlist: wait for that 403
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if closed.get("/health")[0] == 403:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        closed.wait_until(lambda: closed.get("/health")[0] == 403)
         status, _, body = closed.post(
             "/v1/tts", {"text": "您好。"}, headers={"X-Forwarded-For": "10.1.2.3"}
         )
@@ -381,9 +375,7 @@ def tls_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProce
         d, tls_enabled="true", tls_cert_file=str(d / "cert.pem"), tls_key_file=str(d / "key.pem")
     )
     daemon.cert = d / "cert.pem"  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and handshake(daemon, ssl.TLSVersion.TLSv1_2) is None:
-        time.sleep(0.2)
+    daemon.wait_until(lambda: handshake(daemon, ssl.TLSVersion.TLSv1_2) is not None)
     yield daemon
     daemon.stop()
 
@@ -488,13 +480,7 @@ def ipv6_loopback() -> bool:
 def test_ipv6_allowlist_through_the_daemon(tmp_path: Path, allow: str, status: int) -> None:
     d = DaemonProcess(tmp_path, server_host="::1", auth_allow=allow)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                d.get("/health")
-                break
-            except OSError:
-                time.sleep(0.1)
+        d.wait_until(lambda: d.get("/health")[0] > 0)
         assert d.get("/health")[0] == status
     finally:
         d.stop()
@@ -561,9 +547,7 @@ def test_client_certificates_are_required_when_a_ca_is_set(tmp_path: Path) -> No
             return None
 
     try:
-        deadline = time.monotonic() + 60
-        while get(True) is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        d.wait_until(lambda: get(True) is not None)
         assert get(True) == 200
         assert get(False) is None  # no client certificate: the handshake is refused
     finally:
