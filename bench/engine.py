@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from sambertd.config import Config, EngineConfig
-from sambertd.synth import Request, Synthesizer
+from sambertd.synth import Synthesizer
+from sambertd.types import Request
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TEXTS = HERE.parent.parent / "shared" / "quality"

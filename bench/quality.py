@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 from sambertd.config import load
-from sambertd.synth import Request, Synthesizer
+from sambertd.synth import Synthesizer
+from sambertd.types import Request
 
 HERE = Path(__file__).resolve().parent
 SCORER = HERE.parent.parent / "shared" / "quality" / "score.py"

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,32 +26,49 @@ def free_port() -> int:
 class DaemonProcess:
     """One daemon process; settings come in as ``SAMBERTD_*`` variables, like a drop-in."""
 
-    def __init__(self, tmp: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        env: dict[str, str] | None = None,
+        module: str = "sambertd",
+        config: Path | None = None,
+        **settings: str,
+    ) -> None:
+        """``settings`` become ``SAMBERTD_<NAME>`` variables; ``env`` is added as it is;
+        ``module`` is what ``python -m`` runs (``tests.standin_daemon`` for the stand-in
+        Sambert backend).  With a ``config`` file only the address comes from variables
+        (variables win over the file, and a reload must be able to change the rest)."""
         self.port = free_port()
+        extra = env
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("SAMBERTD_", "NOTIFY_SOCKET", "WATCHDOG_"))
         }
-        env.update(
-            {
-                "SAMBERTD_SERVER_PORT": str(self.port),
-                "SAMBERTD_SERVER_HOST": "127.0.0.1",
-                "SAMBERTD_AUDIT_DIRECTORY": str(tmp / f"audit-{self.port}"),
-                # Load tests must not trip the production rate limits; the rate-limit
-                # tests set their own.
-                "SAMBERTD_AUTH_RATE_PER_IP": "0",
-                "SAMBERTD_AUTH_RATE_PER_SUBJECT": "0",
-            }
-        )
+        env.update({"SAMBERTD_SERVER_PORT": str(self.port), "SAMBERTD_SERVER_HOST": "127.0.0.1"})
         self.audit_dir = tmp / f"audit-{self.port}"
+        if config is not None:
+            env["SAMBERTD_CONFIG"] = str(config)
+        else:
+            env.update(
+                {
+                    "SAMBERTD_AUDIT_DIRECTORY": str(self.audit_dir),
+                    # Load tests must not trip the production rate limits; the rate-limit
+                    # tests set their own.
+                    "SAMBERTD_AUTH_RATE_PER_IP": "0",
+                    "SAMBERTD_AUTH_RATE_PER_SUBJECT": "0",
+                }
+            )
         env.update({f"SAMBERTD_{k.upper()}": v for k, v in settings.items()})
+        env.update(extra or {})
         self.host = env["SAMBERTD_SERVER_HOST"]
         self.log_path = tmp / f"daemon-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sambertd", "serve"],
+            [sys.executable, "-m", module, "serve"],
             env=env,
+            cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -111,8 +130,28 @@ class DaemonProcess:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def audit_records(self) -> list[dict[str, Any]]:
+        """Every audit record written so far, oldest first."""
+        out = []
+        for path in sorted(self.audit_dir.glob("audit-*.jsonl")):
+            out += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return out
+
+    def audit_for(self, request_id: str, timeout: float = 10) -> dict[str, Any]:
+        """The audit record of one request (written before its response completes, but a
+        cut stream's client may read its end first)."""
+        found: list[dict[str, Any]] = []
+
+        def written() -> bool:
+            found[:] = [r for r in self.audit_records() if r.get("request_id") == request_id]
+            return bool(found)
+
+        self.wait_until(written, timeout)
+        return found[0]
+
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def signal(self, sig: signal.Signals) -> None:
@@ -128,3 +167,20 @@ class DaemonProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def standin_daemon(tmp: Path, env: dict[str, str], **settings: str) -> DaemonProcess:
+    """The real daemon with the Sambert STAND-IN backend (``tests/standin_daemon.py``) as its
+    preferred engine over a synthetic model directory, baker below it; ``env`` configures
+    the stand-in (STANDIN_GPUS, STANDIN_FAULT, STANDIN_SLOW)."""
+    from tests.modeldir import make_model_dir
+
+    return DaemonProcess(
+        tmp,
+        module="tests.standin_daemon",
+        env={**env, "CACHE_DIRECTORY": str(tmp / "cache")},
+        engine_engines="sambert,baker",
+        engine_default_voice="zhitian_emo",
+        sambert_model_dir=str(make_model_dir(tmp / "model")),
+        **settings,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 
 import numpy as np
@@ -100,4 +101,16 @@ def test_empty_audio_encodes() -> None:
 def test_wav_from_int16_matches_the_encoder() -> None:
     pcm = tone(440, 16000)
     raw = audio.to_int16(pcm)
-    assert audio.wav_from_int16(raw, 16000) == audio.encode(pcm, 16000, audio.get_format("wav"))
+    pieces = [raw[:1000], raw[1000:1002], raw[1002:]]
+    assert audio.wav_from_int16(pieces, 16000) == audio.encode(pcm, 16000, audio.get_format("wav"))
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(24000, 8000), (16000, 22050), (24000, 24000)])
+def test_resampling_in_pieces_equals_resampling_whole(rate_in: int, rate_out: int) -> None:
+    """What lets a stream and a plain request of the same units share one cache entry."""
+    rng = np.random.default_rng(7)
+    pcm = (rng.standard_normal(rate_in * 2) * 0.1).astype(np.float32)
+    resampler = audio.Resampler(rate_in, rate_out)
+    cuts = [0, 1234, 1300, 20000, len(pcm)]
+    pieces = [resampler.push(pcm[a:b], last=b == len(pcm)) for a, b in itertools.pairwise(cuts)]
+    assert np.array_equal(np.concatenate(pieces), audio.resample(pcm, rate_in, rate_out))

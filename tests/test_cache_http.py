@@ -93,18 +93,27 @@ def test_concurrent_identical_requests_share_one_synthesis(
 
 
 def test_streams_are_cached_once_complete(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A stream and a plain request share an entry exactly when their units are the same
+    (then so are the samples); a stream whose first clause is cut short has its own."""
     import io
 
     import soundfile as sf
 
     d = daemon(tmp_path, "d", cache_redis_url=redis_server.url)
     try:
-        text = "流式合成的结果，在完整结束以后也会进入缓存。"
-        streamed = d.post("/v1/tts", {"text": text, "stream": True, "sample_rate": 16000})
-        cached = d.post("/v1/tts", {"text": text, "sample_rate": 16000})
+        short = "请稍候。"  # one unit either way
+        streamed = d.post("/v1/tts", {"text": short, "stream": True, "sample_rate": 16000})
+        cached = d.post("/v1/tts", {"text": short, "sample_rate": 16000})
         assert streamed[1]["x-cache"] == "miss" and cached[1]["x-cache"] == "l1"
         info = sf.info(io.BytesIO(cached[2]))
         assert info.samplerate == 16000 and info.frames == (len(streamed[2]) - 44) // 2
+        assert cached[2][44:] == streamed[2][44:]  # the very same samples
+        long = "流式合成的结果，在完整结束以后也会进入缓存。"  # the stream's first unit is shorter
+        first = d.post("/v1/tts", {"text": long, "stream": True, "sample_rate": 16000})
+        again = d.post("/v1/tts", {"text": long, "stream": True, "sample_rate": 16000})
+        plain = d.post("/v1/tts", {"text": long, "sample_rate": 16000})
+        assert [r[1]["x-cache"] for r in (first, again, plain)] == ["miss", "l1", "miss"]
+        assert again[2][44:] == first[2][44:]
     finally:
         d.stop()
 
@@ -256,3 +265,20 @@ def test_cli_warm_stats_purge(tmp_path: Path, redis_server: RedisServer) -> None
         timeout=60,
     )
     assert no_redis.returncode == 1 and "no Redis configured" in no_redis.stderr
+
+
+def test_purge_on_one_node_reaches_the_peers_l1(tmp_path: Path, redis_server: RedisServer) -> None:
+    a = daemon(tmp_path, "a", cache_redis_url=redis_server.url)
+    b = daemon(tmp_path, "b", cache_redis_url=redis_server.url)
+    try:
+        text = {"text": "本周六政务大厅照常办公。"}
+        assert b.post("/v1/tts", text)[1]["x-cache"] == "miss"
+        assert b.post("/v1/tts", text)[1]["x-cache"] == "l1"  # in B's memory now
+        status, _, body = a.post("/v1/admin/cache/purge", {})
+        assert status == 200 and json.loads(body)["purged"] == 1
+        assert redis_server.client().keys("sambertd:tts:*") == []
+        # B sees the purge epoch within a second and empties its L1 (L1 entries live 10 min).
+        b.wait_until(lambda: b.post("/v1/tts", text)[1]["x-cache"] == "miss", timeout=10)
+    finally:
+        a.stop()
+        b.stop()

@@ -29,7 +29,8 @@ from sambertd.engines.sambert import (
     set_emotion,
     symbol_lines,
 )
-from sambertd.synth import EngineUnavailable, Request, Synthesizer
+from sambertd.synth import EngineUnavailable, Synthesizer
+from sambertd.types import Request
 from tests.modeldir import make_model_dir
 from tests.standin_modelscope import EMOTION_HZ, StandInBackend
 
@@ -254,7 +255,18 @@ def test_broken_model_dir_fails_load_with_the_list(tmp_path: Path) -> None:
 # -- ladder and breaker (in-process; the HTTP versions are in test_ladder_http.py) ------------
 
 
-def ladder(tmp_path: Path, backend: StandInBackend, degrade: bool = True) -> Synthesizer:
+class Clock:
+    """The breakers' clock, moved by the test: a slow machine cannot outlast open_s."""
+
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ladder(
+    tmp_path: Path, backend: StandInBackend, degrade: bool = True, clock: Clock | None = None
+) -> Synthesizer:
     cfg = Config(
         engine=EngineConfig(
             engines=("sambert", "baker"),
@@ -265,14 +277,15 @@ def ladder(tmp_path: Path, backend: StandInBackend, degrade: bool = True) -> Syn
             breaker_open_s=0.3,
         )
     )
-    return Synthesizer(cfg, engines=[engine(tmp_path, backend), BakerEngine()])
+    return Synthesizer(
+        cfg, engines=[engine(tmp_path, backend), BakerEngine()], clock=clock or Clock()
+    )
 
 
 def test_breaker_opens_on_failures_and_closes_after_a_good_trial(tmp_path: Path) -> None:
-    import time
-
     backend = StandInBackend()
-    synth = ladder(tmp_path, backend)
+    clock = Clock()
+    synth = ladder(tmp_path, backend, clock=clock)
     synth.warm_up()
     ok = synth.render(Request(text="您好。"))
     assert (ok.engine, ok.degraded) == ("sambert", False)
@@ -286,7 +299,7 @@ def test_breaker_opens_on_failures_and_closes_after_a_good_trial(tmp_path: Path)
     synth.render(Request(text="您好。"))
     assert len(backend.calls) == calls_while_open  # sambert not even tried
     backend.fail_next = 0
-    time.sleep(0.35)
+    clock.now += 0.35  # past breaker_open_s
     trial = synth.render(Request(text="您好。"))
     assert (trial.engine, trial.degraded) == ("sambert", False)
     assert synth.rungs[0].breaker.state == "closed"

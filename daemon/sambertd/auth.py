@@ -249,7 +249,7 @@ class RateLimiter:
         self, rate: float, burst: float, redis: L2 | None = None, namespace: str = "sambertd"
     ) -> None:
         self.rate, self.burst, self.redis, self.namespace = rate, burst, redis, namespace
-        self._local: dict[str, tuple[float, float]] = {}
+        self.buckets: dict[str, tuple[float, float]] = {}
 
     async def check(self, key: str) -> float:
         """Seconds to wait before retrying; 0.0 means the request may go ahead."""
@@ -265,14 +265,14 @@ class RateLimiter:
 
     def _check_local(self, key: str) -> float:
         now = time.monotonic()
-        tokens, at = self._local.get(key, (self.burst, now))
+        tokens, at = self.buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         if tokens >= 1:
-            self._local[key] = (tokens - 1, now)
+            self.buckets[key] = (tokens - 1, now)
             return 0.0
-        self._local[key] = (tokens, now)
-        if len(self._local) > 100_000:  # bound memory against a flood of distinct keys
-            self._local.clear()
+        self.buckets[key] = (tokens, now)
+        if len(self.buckets) > 100_000:  # bound memory against a flood of distinct keys
+            self.buckets.clear()
         return (1 - tokens) / self.rate
 
 
@@ -304,6 +304,14 @@ class Gate:
             config.rate_per_subject, config.burst_per_subject, redis, namespace
         )
         self.per_ip = RateLimiter(config.rate_per_ip, config.burst_per_ip, redis, namespace)
+
+    def inherit(self, previous: Gate) -> None:
+        """Keep the in-process rate-limit buckets across a reload when the rates are the
+        same (a reload must not hand every client a fresh burst)."""
+        pairs = ((self.per_ip, previous.per_ip), (self.per_subject, previous.per_subject))
+        for mine, theirs in pairs:
+            if (mine.rate, mine.burst) == (theirs.rate, theirs.burst):
+                mine.buckets = theirs.buckets
 
     def client(self, peer: str, forwarded_for: str | None) -> str:
         return client_ip(peer, forwarded_for, self.trusted)

@@ -5,8 +5,9 @@ Why this shape:
 * Government hotlines repeat themselves (greetings, menus, policy clauses), so most requests
   can be answered from memory.  L1 (bytes-bounded LRU with a TTL) answers in microseconds; L2
   (Redis, shared by the pair) survives restarts and a VIP move.
-* The key is a hash of what decides the audio: the normalized text (so "9:00" and "9点" share
-  an entry), voice, emotion, prosody, format, rate, engine and model version.
+* The key (made by ``Synthesizer.cache_key``) is a hash of what decides the audio: the
+  normalized unit texts (so "9:00" and "9点" share an entry), voice, emotion, prosody,
+  format, rate, and the fingerprints of the front-end (settings, lexicon) and the engine.
 * Redis is an optimisation, never a dependency: every call is bounded by a timeout, failures
   open a circuit breaker, and while it is open requests are served uncached with no error.
   The breaker's trial request brings the cache back by itself — after a Sentinel failover,
@@ -14,12 +15,13 @@ Why this shape:
 * Single-flight: identical concurrent requests share one synthesis in-process; across the
   pair a short Redis lock keeps both nodes from synthesizing a cold popular text at once
   (bounded wait, then synthesize anyway).
+* Purge reaches both nodes: it deletes the namespace in Redis and bumps an epoch counter
+  there; every node polls the epoch (``sync_epoch``) and empties its L1 when it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import secrets
@@ -34,10 +36,9 @@ from sambertd.breaker import CLOSED, CircuitBreaker
 if TYPE_CHECKING:
     from sambertd.config import CacheConfig
     from sambertd.metrics import Metrics
-    from sambertd.synth import Result
+    from sambertd.types import Result
 
 log = logging.getLogger(__name__)
-KEY_VERSION = "v1"
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
 
@@ -78,45 +79,19 @@ class Entry:
         return cls(audio=audio, **json.loads(head))
 
 
-def cache_key(
-    namespace: str,
-    *,
-    text: str,
-    voice: str,
-    emotion: str,
-    speed: float,
-    pitch: float,
-    volume: float,
-    fmt: str,
-    rate: int,
-    engine: str,
-    model: str,
-) -> str:
-    """``<namespace>:tts:<sha256>`` of everything that decides the audio bytes."""
-    fields = [
-        KEY_VERSION,
-        text,
-        voice,
-        emotion,
-        round(speed, 4),
-        round(pitch, 4),
-        round(volume, 4),
-        fmt,
-        rate,
-        engine,
-        model,
-    ]
-    digest = hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
-    return f"{namespace}:tts:{digest}"
-
-
 class L1:
-    """In-process LRU bounded in bytes, entries expire after ``ttl_s``."""
+    """In-process LRU bounded in bytes, entries expire after ``ttl_s``.  An entry over
+    ``max_entry_bytes`` is not kept: one long announcement would evict everything else."""
 
     def __init__(
-        self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        max_bytes: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entry_bytes: int | None = None,
     ) -> None:
         self.max_bytes, self.ttl_s, self._clock = max_bytes, ttl_s, clock
+        self.max_entry_bytes = max_bytes if max_entry_bytes is None else max_entry_bytes
         self._items: OrderedDict[str, tuple[float, Entry]] = OrderedDict()
         self.bytes = 0
 
@@ -132,7 +107,7 @@ class L1:
 
     def put(self, key: str, entry: Entry) -> None:
         size = len(entry.audio)
-        if size > self.max_bytes:
+        if size > min(self.max_bytes, self.max_entry_bytes):
             return
         if key in self._items:
             self._drop(key)
@@ -287,6 +262,21 @@ class L2:
         info = {} if delete else await self._master.info("memory")
         return count, size, info
 
+    @property
+    def epoch_key(self) -> str:
+        return f"{self.config.namespace}:epoch"
+
+    async def purge(self) -> int:
+        """Delete this namespace's entries, then bump the epoch so every node empties its
+        L1 (in that order: a peer that empties L1 early could refill it from Redis)."""
+        count = (await self.scan(delete=True))[0]
+        await self._master.incr(self.epoch_key)
+        return count
+
+    async def epoch(self) -> tuple[bool, Any]:
+        """(answered, the namespace's purge counter or None)."""
+        return await self._call(True, lambda c: c.get(self.epoch_key))
+
     async def close(self) -> None:
         for client in {id(c): c for c in (self._master, self._reader) if c is not None}.values():
             await client.aclose()
@@ -309,9 +299,19 @@ class Cache:
     def __init__(self, config: CacheConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self.l1 = L1(config.l1_max_bytes, config.l1_ttl_s)
+        self.l1 = L1(config.l1_max_bytes, config.l1_ttl_s, max_entry_bytes=config.max_entry_bytes)
         self.l2 = L2(config, metrics)
         self._flights: dict[str, _Flight] = {}
+        self._epoch: Any = None
+        self._epoch_known = False
+
+    def keeps(self, size: int) -> bool:
+        """Would an entry of ``size`` audio bytes be stored at either level?  A stream stops
+        collecting its audio once it cannot be (its memory stays bounded)."""
+        limit = self.config.max_entry_bytes
+        if not self.l2.enabled:
+            limit = min(limit, self.config.l1_max_bytes)
+        return self.config.enabled and size <= limit
 
     def _count(self, result: str) -> None:
         if self.metrics:
@@ -346,28 +346,44 @@ class Cache:
 
         The work runs in its own task so that one caller going away does not fail the
         others; it is cancelled only when every caller has gone (so a hung-up IVR call
-        still frees the queue)."""
-        flight = self._flights.get(key)
-        shared = flight is not None
-        if flight is None:
-            flight = _Flight(asyncio.ensure_future(self._produce_once(key, produce)))
-            self._flights[key] = flight
-            flight.task.add_done_callback(lambda _: self._land(key, flight))
-        elif self.metrics:
-            self.metrics.cache_shared.inc()
-        flight.waiters += 1
-        try:
-            return await asyncio.shield(flight.task), shared
-        except asyncio.CancelledError:
-            if flight.waiters == 1 and not flight.task.done():
-                flight.task.cancel()
-            raise
-        finally:
-            flight.waiters -= 1
+        still frees the queue).  A cancelled flight leaves the table at once, so a caller
+        arriving while it winds down starts a fresh one instead of inheriting the cancel."""
+        while True:
+            flight = self._flights.get(key)
+            if flight is not None and flight.task.cancelled():
+                self._drop(key, flight)
+                flight = None
+            shared = flight is not None
+            if flight is None:
+                flight = self._start(key, produce)
+            elif self.metrics:
+                self.metrics.cache_shared.inc()
+            flight.waiters += 1
+            try:
+                return await asyncio.shield(flight.task), shared
+            except asyncio.CancelledError:
+                if _cancelled_myself():
+                    if flight.waiters == 1 and not flight.task.done():
+                        self._drop(key, flight)
+                        flight.task.cancel()
+                    raise
+                # The shared work was cancelled under us (its last other waiter left just
+                # before we joined): start again.
+            finally:
+                flight.waiters -= 1
 
-    def _land(self, key: str, flight: _Flight) -> None:
+    def _start(self, key: str, produce: Callable[[], Awaitable[Entry]]) -> _Flight:
+        flight = _Flight(asyncio.ensure_future(self._produce_once(key, produce)))
+        self._flights[key] = flight
+        flight.task.add_done_callback(lambda _: self._land(key, flight))
+        return flight
+
+    def _drop(self, key: str, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
+
+    def _land(self, key: str, flight: _Flight) -> None:
+        self._drop(key, flight)
         if not flight.task.cancelled():
             flight.task.exception()  # retrieved: no "never retrieved" warning if all left
 
@@ -392,5 +408,36 @@ class Cache:
             if token is not None:
                 await self.l2.unlock(key, token)
 
+    async def purge(self) -> int:
+        """Empty L1 here and this namespace in Redis; the peer empties its L1 when its next
+        ``sync_epoch`` sees the bumped epoch.  Raises when Redis does not answer."""
+        self.l1.clear()
+        if not self.l2.enabled:
+            return 0
+        count = await self.l2.purge()
+        await self.sync_epoch()
+        return count
+
+    async def sync_epoch(self) -> None:
+        """Empty L1 when a node purged since we last looked (called every second).  Until
+        the epoch has been read once, nobody can tell whether what L1 took meanwhile was
+        purged: the first answer empties it too (at most a second's worth, or what was
+        taken while Redis was away)."""
+        if not (self.config.enabled and self.l2.enabled):
+            return
+        answered, epoch = await self.l2.epoch()
+        if not answered:
+            return
+        if (epoch != self._epoch or not self._epoch_known) and len(self.l1):
+            log.info("cache purged (or not yet known): emptying L1 (%d entries)", len(self.l1))
+            self.l1.clear()
+        self._epoch, self._epoch_known = epoch, True
+
     async def close(self) -> None:
         await self.l2.close()
+
+
+def _cancelled_myself() -> bool:
+    """Inside ``except CancelledError``: was *this* task cancelled (not something it awaited)?"""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -107,7 +107,8 @@ def synth(
     sample_rate: str | None,
 ) -> None:
     """Synthesize TEXT (or -i FILE) to an audio file."""
-    from sambertd.synth import Request, Synthesizer
+    from sambertd.synth import Synthesizer
+    from sambertd.types import Request
 
     cfg = _config(ctx)
     try:
@@ -287,7 +288,8 @@ def warm(
     """Pre-synthesize a site's frequent texts into Redis (what the daemon will look up)."""
     import asyncio
 
-    from sambertd.synth import Request, Synthesizer
+    from sambertd.synth import Synthesizer
+    from sambertd.types import Request
 
     cfg = _config(ctx)
     lines = [line.strip() for line in Path(infile).read_text(encoding="utf-8").splitlines()]
@@ -320,12 +322,12 @@ async def _warm(synthesizer: Any, store: Any, requests: list[Any]) -> tuple[int,
     namespace = synthesizer.config.cache.namespace
     with tqdm(total=len(requests), unit="phrase", disable=not sys.stderr.isatty()) as bar:
         for request in requests:
-            route = synthesizer.normalize(synthesizer.route(request))
+            route = synthesizer.route(request)
             key = synthesizer.cache_key(route, namespace)
             if await store.l2.get(key) is not None:
                 skipped += 1
             else:
-                entry = Entry.from_result(synthesizer.render_plan(synthesizer.plan(route)))
+                entry = Entry.from_result(synthesizer.render(route))
                 if not await store.l2.put(key, entry):
                     raise ConfigError(f"Redis refused the entry ({store.l2.state})")
                 done += 1
@@ -356,17 +358,25 @@ def stats(ctx: click.Context) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def purge(ctx: click.Context, yes: bool) -> None:
-    """Delete every entry of this namespace from Redis (both nodes see it at once)."""
+    """Delete every entry of this namespace from Redis; the daemons empty their L1 within
+    a second (they watch the namespace's purge epoch)."""
     import asyncio
 
     store = _redis_cache(_config(ctx))
     if not yes:
         click.confirm(f"delete all {store.config.namespace}:tts:* entries?", abort=True)
     try:
-        count, _, _ = asyncio.run(_scan(store, delete=True))
+        count = asyncio.run(_purge(store))
     except Exception as exc:
         _fail(RuntimeError(f"Redis: {exc}"))
     click.echo(f"purged {count} entries")
+
+
+async def _purge(store: Any) -> int:
+    try:
+        return await store.l2.purge()  # type: ignore[no-any-return]
+    finally:
+        await store.close()
 
 
 async def _scan(store: Any, delete: bool) -> tuple[int, int, dict[str, Any]]:
@@ -400,9 +410,8 @@ def frontend(ctx: click.Context, text: str) -> None:
     """Show how TEXT is cleaned, normalized, split and read (to debug a misreading)."""
     from sambertd.frontend import Frontend
 
-    cfg = _config(ctx).frontend
     try:
-        fe = Frontend(cfg.lexicon or None, cfg.max_sentence_chars, cfg.max_text_chars, cfg.sandhi)
+        fe = Frontend(_config(ctx).frontend)
         analysis = fe.analyse(text)
     except USER_ERRORS as exc:
         _fail(exc)
@@ -425,14 +434,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     from sambertd import logs, server
 
-    cfg = _config(ctx)
-    server_cfg = dataclasses.replace(
-        cfg.server, host=host or cfg.server.host, port=port or cfg.server.port
-    )
-    cfg = dataclasses.replace(cfg, server=server_cfg)
+    def overridden(cfg: Config) -> Config:
+        address = dataclasses.replace(
+            cfg.server, host=host or cfg.server.host, port=port or cfg.server.port
+        )
+        return dataclasses.replace(cfg, server=address)
+
+    path = ctx.obj["path"]
     logs.setup()
     try:
-        asyncio.run(server.serve(cfg, ctx.obj["path"]))
+        asyncio.run(server.serve(overridden(_config(ctx)), lambda: overridden(load(path))))
     except USER_ERRORS as exc:
         _fail(exc)
 

@@ -21,6 +21,8 @@ from typing import Any
 
 DEFAULT_PATHS = (Path("/etc/sambertd/sambertd.toml"),)
 ENV_PREFIX = "SAMBERTD_"
+MAX_BODY_CEILING = 16 * 1024 * 1024  # server.max_body_bytes may be reloaded up to this
+MAX_UNIT_CHARS = 48  # frontend.max_sentence_chars: what every engine can render in one go
 
 
 class ConfigError(ValueError):
@@ -31,7 +33,7 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 0  # 0: auto (4 per GPU, 1 per 2 CPU cores)
+    workers: int = 0  # 0: auto (4 per GPU the preferred engine runs on, else 1 per 2 CPUs)
     queue_size: int = 16
     request_timeout_s: float = 30.0
     max_body_bytes: int = 65536
@@ -43,10 +45,12 @@ class ServerConfig:
     role_file: str = "/run/sambertd/role"  # written by keepalived's notify script
 
     def worker_count(self, gpus: int = 0) -> int:
-        """Concurrent syntheses: 4 per GPU, else 1 per 2 CPU cores (each call uses 2 threads)."""
+        """Concurrent syntheses: 4 per GPU, else 1 per 2 CPUs this process may run on
+        (each call uses 2 threads; systemd's CPUAffinity= and cpusets count, not the host's
+        core total)."""
         if self.workers:
             return self.workers
-        return 4 * gpus if gpus else max(1, (os.cpu_count() or 2) // 2)
+        return 4 * gpus if gpus else max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,10 @@ class Config:
                 problems.append(f"server.{name} must be > 0")
         if self.server.workers < 0 or self.server.queue_size < 0:
             problems.append("server.workers and server.queue_size must be >= 0")
-        if self.server.max_body_bytes < 1024 or self.server.max_request_chars < 1:
-            problems.append("server.max_body_bytes must be >= 1024, max_request_chars >= 1")
+        if not 1024 <= self.server.max_body_bytes <= MAX_BODY_CEILING:
+            problems.append(f"server.max_body_bytes must be 1024..{MAX_BODY_CEILING}")
+        if self.server.max_request_chars < 1:
+            problems.append("server.max_request_chars must be >= 1")
         if not 0 <= self.engine.breaker_error_rate <= 1 or self.engine.breaker_min_calls < 1:
             problems.append("engine.breaker_error_rate must be 0..1, breaker_min_calls >= 1")
         if (
@@ -219,8 +225,12 @@ class Config:
             )
         if self.engine.threads < 1:
             problems.append("engine.threads must be >= 1")
-        if self.frontend.max_sentence_chars < 8 or self.frontend.stream_first_chars < 2:
-            problems.append("frontend.max_sentence_chars must be >= 8, stream_first_chars >= 2")
+        if not 8 <= self.frontend.max_sentence_chars <= MAX_UNIT_CHARS:
+            # The embedded FastSpeech2 decodes at most 2048 mel frames (25.6 s) per unit;
+            # 48 characters read at speed 0.5 stay below that.
+            problems.append(f"frontend.max_sentence_chars must be 8..{MAX_UNIT_CHARS}")
+        if self.frontend.stream_first_chars < 2:
+            problems.append("frontend.stream_first_chars must be >= 2")
         if self.audio.sample_rate and self.audio.sample_rate not in SAMPLE_RATES:
             problems.append(f"audio.sample_rate must be 0 or one of {SAMPLE_RATES}")
         try:

@@ -79,20 +79,42 @@ class Metrics:
             "sambertd_vrrp_role", "1 for this node's current keepalived role", ["role"], registry=r
         )
         self.reloads = Counter(
-            "sambertd_reloads", "Configuration reloads by result", ["result"], registry=r
+            "sambertd_reloads",
+            "Configuration reloads by result (ok, failed, refused)",
+            ["result"],
+            registry=r,
         )
+        self.units = Counter(
+            "sambertd_units_synthesized",
+            "Synthesis units (sentences or clauses) the engines rendered",
+            ["engine"],
+            registry=r,
+        )
+        self.streams_aborted = Counter(
+            "sambertd_streams_aborted",
+            "Streams cut after their 200 header, by the error that cut them",
+            ["reason"],
+            registry=r,
+        )
+        self.workers = Gauge("sambertd_workers", "Concurrent syntheses allowed", registry=r)
+        self.streams = Gauge("sambertd_streams_active", "Streams being sent", registry=r)
 
     def bind(
         self,
+        *,
         queue_depth: Callable[[], float],
         in_flight: Callable[[], float],
         ready: Callable[[], float],
         cancelled: Callable[[], float],
+        workers: Callable[[], float],
+        streams: Callable[[], float],
     ) -> None:
         self.cancelled.set_function(cancelled)
         self.queue_depth.set_function(queue_depth)
         self.in_flight.set_function(in_flight)
         self.ready.set_function(ready)
+        self.workers.set_function(workers)
+        self.streams.set_function(streams)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

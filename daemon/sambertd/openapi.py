@@ -37,9 +37,11 @@ ERRORS = {
     "404": _error("unknown voice"),
     "413": _error("body or text too large"),
     "415": _error("body is not application/json"),
-    "422": _error("invalid parameter"),
+    "422": _error("invalid parameter, or one the voice does not support"),
     "429": _error("queue full; retry after Retry-After seconds"),
-    "503": _error("not ready, draining, or timed out"),
+    "500": _error("internal error; the body names the request id"),
+    "503": _error("not ready, draining, engine unavailable, or no worker free in time"),
+    "504": _error("synthesis did not finish within server.request_timeout_s"),
 }
 
 
@@ -65,7 +67,9 @@ def spec(config: Config) -> dict[str, Any]:
         "stream": {
             "type": "boolean",
             "default": False,
-            "description": "chunked, one chunk per sentence (wav or pcm only)",
+            "description": "chunked, one chunk per sentence (wav or pcm only). A stream "
+            "that fails after its 200 header ends without the final chunk: an incomplete "
+            "body, which HTTP clients report as an error",
         },
     }
     tts_schema = {
@@ -175,6 +179,7 @@ def spec(config: Config) -> dict[str, Any]:
                             "properties": {
                                 "code": {"type": "string"},
                                 "message": {"type": "string"},
+                                "request_id": {"type": "string"},
                             },
                         }
                     },

@@ -4,10 +4,13 @@ Why a pool of our own around a ThreadPoolExecutor:
 
 * Backpressure.  At most ``workers`` jobs run and at most ``queue_size`` wait; beyond that a
   request is refused at once (429) instead of piling up until every client times out.
-* Cancellation.  A queued job belongs to its request: when the client goes away (aiohttp
-  cancels the handler) the job leaves the queue without ever running.
-* Liveness.  The watchdog must stop pinging when synthesis hangs.  The pool knows when each
-  running job started, so ``stuck()`` can tell a slow request from a wedged worker.
+* Cancellation that reaches the worker.  A queued job belongs to its request: when the client
+  goes away or the deadline passes, the job leaves the queue without ever running.  A running
+  job cannot be interrupted (it is a thread), so it is *stopped*: the next time the work calls
+  :func:`checkpoint` (between sentences) it raises :class:`JobStopped` and the worker is free.
+* Liveness.  The watchdog must stop pinging when synthesis hangs, but a long text is not a
+  hang.  Every :func:`checkpoint` is also a heartbeat, so ``stuck()`` means "no progress for
+  that long", not "started that long ago".
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +33,45 @@ class QueueFull(Exception):
 
 
 class JobTimeout(Exception):
-    """The job did not finish within its deadline (HTTP 503/504)."""
+    """The deadline passed, while the job waited for a worker (``queued``) or ran."""
+
+    def __init__(self, queued: bool) -> None:
+        super().__init__("timed out waiting for a worker" if queued else "timed out running")
+        self.queued = queued
+
+
+class JobStopped(Exception):
+    """Raised inside a worker at a checkpoint: nobody waits for this job's result any more."""
+
+
+@dataclass
+class Job:
+    """One running job: when it last made progress, and whether it should stop."""
+
+    id: int
+    beat: float = field(default_factory=time.monotonic)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def checkpoint(self) -> None:
+        if self.stop.is_set():
+            raise JobStopped(f"job {self.id} stopped: its request timed out or went away")
+        self.beat = time.monotonic()
+
+
+_CURRENT: contextvars.ContextVar[Job | None] = contextvars.ContextVar("job", default=None)
+
+
+def checkpoint() -> None:
+    """Call between units of blocking work: a heartbeat, and where a stopped job ends.
+    Outside a pool job (the CLI) it does nothing."""
+    job = _CURRENT.get()
+    if job is not None:
+        job.checkpoint()
+
+
+def _run_job(job: Job, fn: Callable[..., T], *args: Any) -> T:
+    _CURRENT.set(job)  # runs inside a copied context: visible to this job only
+    return fn(*args)
 
 
 @dataclass
@@ -39,8 +81,8 @@ class PoolStats:
     completed: int = 0
     failed: int = 0
     rejected: int = 0
-    cancelled: int = 0
-    started: dict[int, float] = field(default_factory=dict)
+    cancelled: int = 0  # left the queue without running
+    stopped: int = 0  # told to stop while running
 
 
 class WorkerPool:
@@ -54,6 +96,7 @@ class WorkerPool:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="synth")
         self._slots = asyncio.Semaphore(workers)
         self._ids = itertools.count()
+        self._jobs: dict[int, Job] = {}
         self.stats = PoolStats()
 
     @property
@@ -66,30 +109,30 @@ class WorkerPool:
         return self.stats.running
 
     def stuck(self, threshold: float, now: float | None = None) -> bool:
-        """True when some job has been running for longer than ``threshold`` seconds."""
+        """True when some running job has made no progress for ``threshold`` seconds."""
         now = time.monotonic() if now is None else now
-        return any(now - t > threshold for t in list(self.stats.started.values()))
+        return any(now - job.beat > threshold for job in list(self._jobs.values()))
 
     def idle(self) -> bool:
         return self.stats.running == 0 and self.stats.queued == 0
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
-        """Run ``fn(*args)`` in a worker; raise :class:`QueueFull` when saturated.
+    async def run(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
+        """Run ``fn(*args)`` in a worker by ``deadline`` (``time.monotonic()`` seconds).
 
-        Cancelling the awaiting task while queued removes the job; once running, the thread
-        finishes its sentence (threads cannot be interrupted) but its result is dropped and
-        its worker slot stays taken until it really is free, so capacity is never overstated.
+        Raises :class:`QueueFull` at once when saturated and :class:`JobTimeout` when the
+        deadline passes.  Cancelling the awaiting task, or the deadline passing, removes a
+        queued job and stops a running one at its next :func:`checkpoint`; its worker slot
+        stays taken until the thread really is free, so capacity is never overstated.
         """
         if self._slots.locked() and self.stats.queued >= self.queue_size:
             self.stats.rejected += 1
             raise QueueFull
-        deadline = None if timeout is None else time.monotonic() + timeout
         self.stats.queued += 1
         try:
-            async with asyncio.timeout(timeout):  # cancellation-safe: never leaks a slot
+            async with asyncio.timeout(_remaining(deadline)):  # never leaks a slot
                 await self._slots.acquire()
         except TimeoutError:
-            raise JobTimeout from None
+            raise JobTimeout(queued=True) from None
         except asyncio.CancelledError:
             self.stats.cancelled += 1
             raise
@@ -100,22 +143,30 @@ class WorkerPool:
     async def _start(
         self, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None
     ) -> T:
-        job = next(self._ids)
+        job = Job(next(self._ids))
+        self._jobs[job.id] = job
         self.stats.running += 1
-        self.stats.started[job] = time.monotonic()
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        future = loop.run_in_executor(self._executor, ctx.run, fn, *args)
+        future = loop.run_in_executor(self._executor, ctx.run, _run_job, job, fn, *args)
         future.add_done_callback(lambda f: self._finished(job, f))
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), remaining)
+            return await asyncio.wait_for(asyncio.shield(future), _remaining(deadline))
         except TimeoutError:
-            raise JobTimeout from None
+            self._stop(job)
+            raise JobTimeout(queued=False) from None
+        except asyncio.CancelledError:
+            self._stop(job)
+            raise
 
-    def _finished(self, job: int, future: asyncio.Future[Any]) -> None:
+    def _stop(self, job: Job) -> None:
+        if job.id in self._jobs and not job.stop.is_set():
+            job.stop.set()
+            self.stats.stopped += 1
+
+    def _finished(self, job: Job, future: asyncio.Future[Any]) -> None:
         self.stats.running -= 1
-        self.stats.started.pop(job, None)
+        self._jobs.pop(job.id, None)
         if future.cancelled() or future.exception() is not None:
             self.stats.failed += 1
         else:
@@ -125,9 +176,16 @@ class WorkerPool:
     async def probe(self, timeout: float) -> bool:
         """Prove a worker thread can still run code (used by the watchdog when idle)."""
         try:
-            return await self.run(lambda: True, timeout=timeout)
+            return await self.run(lambda: True, deadline=time.monotonic() + timeout)
         except (QueueFull, JobTimeout):
             return False
 
     def shutdown(self) -> None:
+        """Stop every job at its next checkpoint and let the threads go."""
+        for job in list(self._jobs.values()):
+            self._stop(job)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

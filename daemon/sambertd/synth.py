@@ -1,64 +1,51 @@
 """The synthesis path shared by the CLI and the daemon: front-end → engine → encoder.
 
-A :class:`Synthesizer` owns the front-end and the configured engines.  ``pcm_sentences`` yields
-audio sentence by sentence (what a stream or a progress bar needs); ``render`` makes one
-complete encoded file.  Both block and are meant to run in a worker thread.
+A :class:`Synthesizer` owns the front-end and the ladder of engines.  A request is first
+*routed* (which engine, voice, format and rate; the front-end's cheap steps give its unit
+texts), which is all the cache key needs; then *planned* (G2P) and rendered unit by unit.
+
+Both a plain request and a stream render through :meth:`Plan.output`, in unit order, with one
+resampler carried across units: the same units give the same samples whichever way they were
+asked for, so a stream and a plain request with the same key may share a cache entry.
+Everything here blocks and is meant to run in a worker thread; between units it calls
+:func:`~sambertd.pool.checkpoint`, so work whose request is gone stops there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import soundfile
 
-from sambertd import audio
-from sambertd.audio import Format
+from sambertd import audio, library_versions
+from sambertd.audio import Format, Resampler
 from sambertd.breaker import CircuitBreaker
 from sambertd.config import Config
 from sambertd.engines import (
     Engine,
     EngineError,
     Pcm,
-    Prosody,
     UnknownVoiceError,
+    UnsupportedInput,
     Voice,
     create,
 )
 from sambertd.frontend import Frontend, Sentence
+from sambertd.pool import checkpoint
+from sambertd.types import Request, Result
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One synthesis request, validated at construction (bad values fail before any work)."""
-
-    text: str
-    voice: str = ""
-    emotion: str = "neutral"
-    prosody: Prosody = field(default_factory=Prosody)
-    format: str = "wav"
-    sample_rate: int | None = None
-
-    def __post_init__(self) -> None:
-        fmt = audio.get_format(self.format)
-        if self.sample_rate is not None:
-            audio.output_rate(fmt, self.sample_rate, self.sample_rate)
-
-
-@dataclass(frozen=True)
-class Result:
-    audio: bytes
-    format: Format
-    sample_rate: int
-    duration: float
-    sentences: int
-    voice: str
-    engine: str
-    degraded: bool = False
+KEY_VERSION = "v2"
+# Encoders and resampler: their releases can change the bytes of a given waveform.
+ENCODING_LIBRARIES = ("soxr", "soundfile", "numpy")
 
 
 class EngineUnavailable(EngineError):
@@ -67,16 +54,20 @@ class EngineUnavailable(EngineError):
 
 @dataclass
 class Rung:
-    """One step of the degradation ladder: an engine and the breaker that guards it."""
+    """One step of the degradation ladder: an engine and the breaker that guards it.  A
+    reload that keeps the engine keeps its rung, breaker state included."""
 
     engine: Engine
     breaker: CircuitBreaker
+    warm: bool = False
 
     def synthesize(self, sentence: Sentence, voice: Voice, request: Request) -> Pcm:
-        """Synthesize and count the outcome; any failure becomes an :class:`EngineError`."""
+        """Synthesize and count the outcome; an engine fault becomes an :class:`EngineError`.
+        A client's mistake (unknown voice, unsupported input) is re-raised as it is and
+        never counts against the breaker."""
         try:
             pcm = self.engine.synthesize(sentence, voice.id, request.emotion, request.prosody)
-        except UnknownVoiceError:
+        except (UnknownVoiceError, UnsupportedInput):
             raise
         except Exception as exc:
             self.breaker.record(False, f"{type(exc).__name__}: {exc}")
@@ -86,28 +77,38 @@ class Rung:
         return pcm
 
 
+def make_rung(engine: Engine, config: Config, clock: Callable[[], float] = time.monotonic) -> Rung:
+    e = config.engine
+    return Rung(
+        engine,
+        CircuitBreaker(
+            e.breaker_window_s, e.breaker_min_calls, e.breaker_error_rate, e.breaker_open_s, clock
+        ),
+    )
+
+
 class Synthesizer:
     """Front-end plus the ladder of engines (config order: the first is preferred)."""
 
-    def __init__(self, config: Config, engines: list[Engine] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engines: list[Engine] | None = None,
+        *,
+        rungs: list[Rung] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_unit: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
-        self.frontend = Frontend(
-            config.frontend.lexicon or None,
-            max_sentence_chars=config.frontend.max_sentence_chars,
-            max_text_chars=config.frontend.max_text_chars,
-            sandhi=config.frontend.sandhi,
-        )
-        built = engines or [create(n, config) for n in config.engine.engines]
-        e = config.engine
-        self.rungs = [
-            Rung(
-                engine,
-                CircuitBreaker(
-                    e.breaker_window_s, e.breaker_min_calls, e.breaker_error_rate, e.breaker_open_s
-                ),
-            )
-            for engine in built
-        ]
+        self.frontend = Frontend(config.frontend)
+        if rungs is None:
+            built = engines or [create(n, config) for n in config.engine.engines]
+            rungs = [make_rung(engine, config, clock) for engine in built]
+        self.rungs = rungs
+        self.on_unit = on_unit  # counts units synthesized (a metric), from worker threads
+        versions = library_versions(*ENCODING_LIBRARIES)
+        versions["libsndfile"] = soundfile.__libsndfile_version__
+        self._stack = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def engines(self) -> list[Engine]:
@@ -158,161 +159,187 @@ class Synthesizer:
             )
         return out
 
+    def gpus(self) -> int:
+        """GPUs the preferred engine runs on (0 when it runs on CPU or cannot serve)."""
+        first = self.rungs[0]
+        return first.engine.gpus() if first.breaker.state == "closed" else 0
+
     def warm_up(self) -> None:
-        """Load every engine and run one sentence, plus jieba's dictionary.  An engine that
-        cannot load trips its breaker (the ladder serves its voices) instead of failing the
-        daemon — unless no engine at all can serve."""
+        """Load every engine not yet warm and run one sentence, plus jieba's dictionary.  An
+        engine that cannot load trips its breaker (the ladder serves its voices) instead of
+        failing the daemon — unless no engine at all can serve."""
         self.frontend.sentences("你好。")
         for rung in self.rungs:
+            if rung.warm:
+                continue
             try:
                 rung.engine.warm_up()
             except Exception as exc:
                 rung.breaker.trip(f"cannot load: {exc}")
                 log.error("engine %s cannot load: %s", rung.engine.name, exc)
+            rung.warm = True
         if all(r.breaker.state != "closed" for r in self.rungs):
             raise EngineError(
                 "no engine could load: "
                 + "; ".join(f"{r.engine.name}: {r.breaker.reason}" for r in self.rungs)
             )
 
-    def route(self, request: Request, avoid: int | None = None) -> Route:
-        """Which engine, voice, format and rate will serve ``request`` — cheap, no front-end,
-        so the daemon can build a cache key before any synthesis work."""
+    def provision(self, concurrency: int) -> None:
+        """Let every engine that can serve prepare for ``concurrency`` calls at once."""
+        for rung in self.rungs:
+            if rung.breaker.state == "closed":
+                rung.engine.provision(concurrency)
+
+    def route(self, request: Request, stream: bool = False, avoid: int | None = None) -> Route:
+        """Which engine, voice, format and rate serve ``request``, and its unit texts: cheap
+        (no dictionary), so the daemon can build a cache key before any synthesis.  Anything
+        the chosen voice cannot do fails here, as a client error, before work is queued."""
         rung, voice, degraded = self.resolve(request.voice, avoid)
         emotion = request.emotion
         if degraded and emotion not in voice.emotions:
             emotion = "neutral"
         rung.engine.voice(voice.id, emotion)  # a bad emotion fails before the front-end
+        voice.check(request.prosody)
         if degraded or not request.voice:
             request = dataclasses.replace(request, voice=voice.id, emotion=emotion)
         fmt = audio.get_format(request.format)
         rate = audio.output_rate(fmt, request.sample_rate, voice.sample_rate)
-        return Route(request, rung, voice, fmt, rate, degraded)
+        first = self.config.frontend.stream_first_chars if stream else None
+        units = self.frontend.pieces(request.text, first)
+        return Route(request, rung, voice, fmt, rate, units, degraded)
 
-    def normalize(self, route: Route) -> Route:
-        """The route with its normalized text, which the cache key is made of and the plan
-        reuses (so the text is normalized once per request)."""
-        if route.normalized is not None:
-            return route
-        normalized = self.frontend.normalized(route.request.text)[1]
-        return dataclasses.replace(route, normalized=normalized)
+    def shape(self, rung: Rung) -> str:
+        """What shapes the audio besides the request itself: the front-end's fingerprint
+        (settings, lexicon, rules), the engine's (model, settings) and the encoders'."""
+        return f"{self.frontend.fingerprint}:{rung.engine.fingerprint}:{self._stack}"
 
     def cache_key(self, route: Route, namespace: str) -> str:
-        """Key of everything that decides the audio (normalizes the route if it is not)."""
-        from sambertd.cache import cache_key
-
-        text = self.normalize(route).normalized or ""
+        """``<namespace>:tts:<sha256>`` of everything that decides the audio bytes."""
         r, p = route.request, route.request.prosody
-        return cache_key(
-            namespace,
-            text=text,
-            voice=route.voice.id,
-            emotion=r.emotion,
-            speed=p.speed,
-            pitch=p.pitch,
-            volume=p.volume,
-            fmt=route.format.name,
-            rate=route.rate,
-            engine=route.rung.engine.name,
-            model=route.rung.engine.model_version,
-        )
+        fields = [
+            KEY_VERSION,
+            self.shape(route.rung),
+            list(route.units),
+            route.voice.id,
+            r.emotion,
+            round(p.speed, 4),
+            round(p.pitch, 4),
+            round(p.volume, 4),
+            route.format.name,
+            route.rate,
+        ]
+        digest = hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
+        return f"{namespace}:tts:{digest}"
 
-    def plan(
-        self, request: Request | Route, stream: bool = False, avoid: int | None = None
-    ) -> Plan:
-        """Route (unless given) and run the front-end: everything but the engine.
-        For a stream the first unit is kept short so the first chunk leaves early."""
-        route = request if isinstance(request, Route) else self.route(request, avoid)
+    def plan(self, route: Route) -> Plan:
+        """Run the front-end's G2P on the route's units: everything but the engine."""
         voice = route.voice
         pause = audio.silence(self.config.frontend.sentence_pause_ms / 1000, voice.sample_rate)
-        first = self.config.frontend.stream_first_chars if stream else None
-        return Plan(
-            route.request,
-            route.rung,
-            voice,
-            route.format,
-            route.rate,
-            self.frontend.sentences(route.request.text, first)
-            if route.normalized is None
-            else self.frontend.units(route.normalized, first),
-            pause,
-            route.degraded,
-        )
+        sentences = self.frontend.read(route.units)
+        return Plan(route, sentences, pause, self.on_unit)
 
     def render(
-        self, request: Request, on_sentence: Callable[[int, int], None] | None = None
+        self,
+        request: Request | Route,
+        on_sentence: Callable[[int, int], None] | None = None,
     ) -> Result:
-        """The whole text as one encoded file."""
-        return self.render_plan(self.plan(request), on_sentence)
-
-    def render_plan(
-        self, plan: Plan, on_sentence: Callable[[int, int], None] | None = None
-    ) -> Result:
-        """Synthesize a planned request.  If the chosen engine fails mid-way and the ladder
-        allows, the whole text is redone on the next rung (one voice per file)."""
-        request = plan.request
+        """The whole text as one encoded file.  If the chosen engine fails mid-way and the
+        ladder allows, the whole text is redone on the next rung (one voice per file)."""
+        route = request if isinstance(request, Route) else self.route(request)
         try:
-            return self._render(plan, on_sentence)
+            return self.plan(route).render(on_sentence)
         except EngineError:
-            if plan.degraded or not self.config.engine.degrade:
+            if route.degraded or not self.config.engine.degrade:
                 raise
-            return self._render(self.plan(request, avoid=self.rungs.index(plan.rung)), on_sentence)
-
-    def _render(self, plan: Plan, on_sentence: Callable[[int, int], None] | None) -> Result:
-        parts = []
-        for i in range(len(plan.sentences)):
-            parts.append(plan.native(i))
-            if on_sentence:
-                on_sentence(i + 1, len(plan.sentences))
-        pcm = audio.resample(np.concatenate(parts), plan.voice.sample_rate, plan.rate)
-        return Result(
-            audio=audio.encode(pcm, plan.rate, plan.format),
-            format=plan.format,
-            sample_rate=plan.rate,
-            duration=len(pcm) / plan.rate,
-            sentences=len(parts),
-            voice=plan.voice.id,
-            engine=plan.rung.engine.name,
-            degraded=plan.degraded,
-        )
+            fallback = self.route(route.request, avoid=self.rungs.index(route.rung))
+            return self.plan(fallback).render(on_sentence)
 
 
 @dataclass(frozen=True)
 class Route:
-    """Where a request goes: the rung and voice that serve it, and the output format."""
+    """Where a request goes: the rung and voice that serve it, the output format, and the
+    front-end's unit texts (the cache key is made of these)."""
 
     request: Request
     rung: Rung
     voice: Voice
     format: Format
     rate: int
+    units: tuple[str, ...]
     degraded: bool = False
-    normalized: str | None = None  # set once the front-end's normalization has run
 
 
-@dataclass(frozen=True)
 class Plan:
-    """A request after the front-end: sentences to synthesize one at a time (streaming) or
-    all at once (``Synthesizer.render``)."""
+    """A routed request after G2P: units to synthesize in order, one at a time (a stream)
+    or all at once (:meth:`render`).  Stateful (the resampler): use it from one thread at a
+    time, in unit order."""
 
-    request: Request
-    rung: Rung
-    voice: Voice
-    format: Format
-    rate: int
-    sentences: list[Sentence]
-    pause: Pcm
-    degraded: bool = False
+    def __init__(
+        self,
+        route: Route,
+        sentences: list[Sentence],
+        pause: Pcm,
+        on_unit: Callable[[str], None] | None = None,
+    ) -> None:
+        self.route = route
+        self.sentences = sentences
+        self.pause = pause
+        self._on_unit = on_unit
+        self._resampler = Resampler(route.voice.sample_rate, route.rate)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @property
+    def rate(self) -> int:
+        return self.route.rate
+
+    @property
+    def format(self) -> Format:
+        return self.route.format
 
     def native(self, index: int) -> Pcm:
-        """Sentence ``index`` at the voice's rate, followed by the pause unless it is last."""
-        pcm = self.rung.synthesize(self.sentences[index], self.voice, self.request)
+        """Unit ``index`` at the voice's rate, followed by the pause unless it is last."""
+        route = self.route
+        pcm = route.rung.synthesize(self.sentences[index], route.voice, route.request)
+        if self._on_unit is not None:
+            self._on_unit(route.rung.engine.name)
         if index < len(self.sentences) - 1:
             pcm = np.concatenate([pcm, self.pause])
         return pcm
 
+    def output(self, index: int) -> Pcm:
+        """Unit ``index`` at the output rate.  Units must come in order (0, 1, 2, …): the
+        resampler carries its filter state from one to the next."""
+        with self._lock:
+            if index != self._next:
+                raise RuntimeError(f"unit {index} asked for out of order (next is {self._next})")
+            checkpoint()  # a request that is gone stops here, before the engine runs
+            pcm = self._resampler.push(self.native(index), last=index == len(self.sentences) - 1)
+            self._next += 1
+            return pcm
+
     def chunk(self, index: int) -> tuple[bytes, float]:
-        """Sentence ``index`` as 16-bit PCM at the output rate, and its duration: a stream's
+        """Unit ``index`` as 16-bit PCM at the output rate, and its duration: a stream's
         unit (the WAV stream header, if any, is sent once before the first chunk)."""
-        pcm = audio.resample(self.native(index), self.voice.sample_rate, self.rate)
+        pcm = self.output(index)
         return audio.to_int16(pcm), len(pcm) / self.rate
+
+    def render(self, on_sentence: Callable[[int, int], None] | None = None) -> Result:
+        """Every unit, encoded as one file."""
+        parts = []
+        for i in range(len(self.sentences)):
+            parts.append(self.output(i))
+            if on_sentence:
+                on_sentence(i + 1, len(self.sentences))
+        pcm = np.concatenate(parts)
+        route = self.route
+        return Result(
+            audio=audio.encode(pcm, self.rate, self.format),
+            format=self.format,
+            sample_rate=self.rate,
+            duration=len(pcm) / self.rate,
+            sentences=len(parts),
+            voice=route.voice.id,
+            engine=route.rung.engine.name,
+            degraded=route.degraded,
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 from sambertd import audio
 from sambertd.engines import Prosody
-from sambertd.synth import Request
+from sambertd.types import Request
 
 TTS_FIELDS = (
     "text",

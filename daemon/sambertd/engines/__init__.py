@@ -16,13 +16,23 @@ from sambertd.engines.base import (
     Pcm,
     Prosody,
     UnknownVoiceError,
+    UnsupportedInput,
     Voice,
 )
 
 if TYPE_CHECKING:
     from sambertd.config import Config
 
-__all__ = ["Engine", "EngineError", "Pcm", "Prosody", "UnknownVoiceError", "Voice", "create"]
+__all__ = [
+    "Engine",
+    "EngineError",
+    "Pcm",
+    "Prosody",
+    "UnknownVoiceError",
+    "UnsupportedInput",
+    "Voice",
+    "create",
+]
 
 
 def _baker(config: Config) -> Engine:

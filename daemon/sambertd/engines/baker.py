@@ -11,12 +11,15 @@ Why this way:
   dropout keeps every unit and scales by 1.0 — the dropout's expected value — which makes the
   graph runnable on ``ai-edge-litert`` and the output deterministic: same input, same bytes.
   Nothing is written to disk.
-* LiteRT interpreters are not thread-safe, so each worker thread gets its own pair, built from
-  the same rewritten model bytes.
+* LiteRT interpreters are not thread-safe, so each call takes a pair of its own from a small
+  stock (built from the same rewritten model bytes) and gives it back after.  A pair's first
+  run is slow (XNNPACK packs weights), so ``provision`` builds and runs as many pairs as there
+  are workers before the daemon says it is ready; any thread may use any idle pair.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from sambertd.engines.base import Engine, EngineError, Pcm, Prosody, Voice
+from sambertd.engines.base import WARM_UP_SENTENCE, Engine, EngineError, Pcm, Prosody, Voice
 from sambertd.frontend.types import Sentence
 
 log = logging.getLogger(__name__)
@@ -280,7 +283,9 @@ class BakerEngine(Engine):
         self.threads = threads
         self.vocoder_window, self.vocoder_context = vocoder_window, vocoder_context
         self._assets = assets
-        self._local = threading.local()
+        self._idle: list[_Runtime] = []  # interpreter pairs not in use
+        self._idle_lock = threading.Lock()
+        self._stock = 1  # how many idle pairs to keep (``provision`` raises it)
         self._acoustic = b""
         self._vocoder = b""
         self._symbols: dict[str, int] = {}
@@ -294,6 +299,20 @@ class BakerEngine(Engine):
     def model_version(self) -> str:
         return self._version
 
+    @property
+    def fingerprint(self) -> str:
+        # Thread count changes float summation order (last-bit differences), so it is here.
+        return f"{self._version}/w{self.vocoder_window}c{self.vocoder_context}t{self.threads}"
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.name, self.threads, self.vocoder_window, self.vocoder_context)
+
+    def unload(self) -> None:
+        """Drop the idle interpreter pairs (about 120 MB each, most of it the vocoder's)."""
+        with self._idle_lock:
+            self._idle.clear()
+            self._stock = 0
+
     def _load(self) -> None:
         assets = check_assets(self._assets) if self._assets else asset_dir()
         acoustic = (assets / "fastspeech2_quan.tflite").read_bytes()
@@ -305,18 +324,37 @@ class BakerEngine(Engine):
         digest = hashlib.sha256(acoustic + self._vocoder).hexdigest()[:12]
         self._version = f"baker-{digest}"
 
-    def _runtime(self) -> _Runtime:
-        runtime: _Runtime | None = getattr(self._local, "runtime", None)
+    def _new_runtime(self) -> _Runtime:
+        return _Runtime(
+            self._acoustic, self._vocoder, self.threads, self.vocoder_window, self.vocoder_context
+        )
+
+    @contextlib.contextmanager
+    def _runtime(self) -> Iterator[_Runtime]:
+        """An interpreter pair for this call alone; back to the stock afterwards."""
+        with self._idle_lock:
+            runtime = self._idle.pop() if self._idle else None
         if runtime is None:
-            runtime = _Runtime(
-                self._acoustic,
-                self._vocoder,
-                self.threads,
-                self.vocoder_window,
-                self.vocoder_context,
-            )
-            self._local.runtime = runtime
-        return runtime
+            runtime = self._new_runtime()
+        try:
+            yield runtime
+        finally:
+            with self._idle_lock:
+                if len(self._idle) < self._stock:
+                    self._idle.append(runtime)
+
+    def provision(self, concurrency: int) -> None:
+        """Have ``concurrency`` warm interpreter pairs ready, so no worker's first request
+        pays for building one."""
+        self.load()
+        with self._idle_lock:
+            self._stock = max(self._stock, concurrency)
+            missing = concurrency - len(self._idle)
+        fresh = [self._new_runtime() for _ in range(max(0, missing))]
+        for runtime in fresh:
+            runtime.audio(runtime.mel(self._ids(WARM_UP_SENTENCE), 1.0, 1.0))
+        with self._idle_lock:
+            self._idle.extend(fresh)
 
     def phonemes(self, sentence: Sentence) -> list[str]:
         """Baker symbols: initials/finals with tones, ``#0`` inside words, ``#1`` between words,
@@ -353,10 +391,16 @@ class BakerEngine(Engine):
         return (pair[0], pair[1] + tone)
 
     def _synthesize(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Pcm:
+        ids = self._ids(sentence)
+        if not ids:
+            return np.zeros(0, dtype=np.float32)
+        with self._runtime() as runtime:
+            mel = runtime.mel(ids, prosody.speed, prosody.pitch)
+            return runtime.audio(mel) * np.float32(prosody.volume)
+
+    def _ids(self, sentence: Sentence) -> list[int]:
+        """Symbol ids for the acoustic model; empty when there is nothing to say."""
         symbols = self.phonemes(sentence)
         if len(symbols) <= 2:
-            return np.zeros(0, dtype=np.float32)
-        ids = [self._symbols[s] for s in symbols] + [self._symbols["eos"]]
-        runtime = self._runtime()
-        mel = runtime.mel(ids, prosody.speed, prosody.pitch)
-        return runtime.audio(mel) * np.float32(prosody.volume)
+            return []
+        return [self._symbols[s] for s in symbols] + [self._symbols["eos"]]

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from sambertd.frontend.types import Sentence
+from sambertd.frontend.types import Sentence, Word
 
 Pcm = npt.NDArray[np.float32]
 """Mono float32 samples in [-1, 1] at the voice's native sample rate."""
+WARM_UP_SENTENCE = Sentence("你好。", (Word("你好", ("ni2", "hao3")), Word("。", ())))
 
 
 class EngineError(RuntimeError):
@@ -27,6 +28,11 @@ class EngineError(RuntimeError):
 
 class UnknownVoiceError(EngineError):
     """The request named a voice or emotion this engine does not have."""
+
+
+class UnsupportedInput(ValueError):
+    """The request asks for something this voice cannot do (HTTP 422).  A client's mistake,
+    never the engine's: it does not count against the engine's circuit breaker."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,16 @@ class Voice:
     sample_rate: int
     emotions: tuple[str, ...] = ("neutral",)
     description: str = ""
+    controls: tuple[str, ...] = ("speed", "pitch", "volume")  # Prosody fields it honours
+
+    def check(self, prosody: Prosody) -> None:
+        """Refuse prosody this voice cannot render, before any work is queued."""
+        for name in ("speed", "pitch", "volume"):
+            if getattr(prosody, name) != 1.0 and name not in self.controls:
+                raise UnsupportedInput(
+                    f"{name}: voice {self.id!r} supports {', '.join(self.controls)} only "
+                    f"(leave {name} at 1.0, or pick another voice)"
+                )
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,25 @@ class Engine(abc.ABC):
         """Identifies the weights, so caches never mix audio of two model versions."""
         return self.name
 
+    @property
+    def fingerprint(self) -> str:
+        """Everything of this engine that shapes its audio bytes (weights and the settings
+        that change the numbers): part of every cache key.  Subclasses add their settings."""
+        return self.model_version
+
+    def identity(self) -> tuple[object, ...]:
+        """What this engine is built from (settings, model files), known without loading.
+        A reload keeps a loaded engine whose identity is unchanged instead of loading the
+        same model again next to it."""
+        return (self.name,)
+
+    def gpus(self) -> int:
+        """GPUs this (loaded) engine runs on; sizes the worker pool (4 per GPU)."""
+        return 0
+
+    def unload(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Free what ``load`` took (GPU memory); called when a reload retires the engine."""
+
     def load(self) -> None:
         """Load once; later calls return at once.  Thread-safe."""
         if self._loaded:
@@ -129,13 +164,10 @@ class Engine(abc.ABC):
 
     def warm_up(self) -> None:
         """Load and run one short sentence so the first real request pays no start-up cost."""
-        from sambertd.frontend.types import Word
-
         self.load()
         voice = self.voices()[0]
-        self._synthesize(
-            Sentence("你好。", (Word("你好", ("ni2", "hao3")), Word("。", ()))),
-            voice,
-            voice.emotions[0],
-            Prosody(),
-        )
+        self._synthesize(WARM_UP_SENTENCE, voice, voice.emotions[0], Prosody())
+
+    def provision(self, concurrency: int) -> None:  # noqa: B027 - optional hook, not abstract
+        """Get ready for ``concurrency`` calls at once (per-call state such as interpreters),
+        once the worker count is known.  Engines whose state is shared need nothing."""

@@ -19,6 +19,7 @@ validation, symbol rewriting, device choice, OOM → CPU retry) is plain code wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -118,6 +119,25 @@ def check_model_dir(path: Path | str, wanted: Sequence[str] = ()) -> Layout:
     for name in layout.voices:
         layout.problems.extend(check_voice(root, name))
     return layout
+
+
+def model_digest(path: Path | str) -> str:
+    """A short digest of a model directory that changes when its files do: the small files'
+    contents, and the checkpoints' and resource archive's names, sizes and modification
+    times (hashing gigabytes of weights at every start would cost minutes).  What the cache
+    key and a reload use to tell two models apart, even under the same directory name."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    if not root.is_dir():
+        return "absent"
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(str(file.relative_to(root)).encode("utf-8", "surrogateescape") + b"\0")
+        if file.suffix in (".json", ".yaml", ".yml", ".txt") and stat.st_size < 1 << 20:
+            digest.update(file.read_bytes())
+        else:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
 
 
 # -- KAN-TTS linguistic symbols ----------------------------------------------------------------
@@ -309,7 +329,11 @@ class SambertEngine(Engine):
         self._frontend_lock = threading.Lock()  # ttsfrd is not documented as thread-safe
         self._models: dict[tuple[str, str], VoiceModel] = {}
         self._models_lock = threading.Lock()
+        self._digest = "unloaded"
         self.oom_retries = 0
+        # The model files as they are now, when the engine is made (it loads them soon):
+        # a reload compares this with a fresh engine's to know whether to load again.
+        self._identity = (self.name, config, threads, model_digest(config.model_dir))
 
     # voices are known before (and without) loading, so requests for them can be routed
     # down the ladder when the model cannot load.
@@ -328,6 +352,7 @@ class SambertEngine(Engine):
                 sample_rate=SAMPLE_RATE,
                 emotions=EMOTIONS if n.endswith("_emo") else ("neutral",),
                 description="Sambert-HiFiGAN (ModelScope)",
+                controls=("volume",),
             )
             for n in names
         ]
@@ -337,7 +362,24 @@ class SambertEngine(Engine):
 
     @property
     def model_version(self) -> str:
-        return f"sambert-{Path(self.config.model_dir).name}-{self.device}"
+        return f"sambert-{Path(self.config.model_dir).name}-{self._digest}"
+
+    @property
+    def fingerprint(self) -> str:
+        fp16 = self.config.fp16 and self.device.startswith("cuda")
+        return f"{self.model_version}/{self.device}/fp16={fp16}"
+
+    def identity(self) -> tuple[object, ...]:
+        return self._identity
+
+    def gpus(self) -> int:
+        return 1 if self._loaded and self.device.startswith("cuda") else 0
+
+    def unload(self) -> None:
+        with self._models_lock:
+            self._models.clear()
+        if self._loaded:
+            self.backend.free(self.device)
 
     def _resource_dir(self) -> Path:
         """ttsfrd reads an unpacked resource directory.  modelscope unpacks resource.zip
@@ -361,6 +403,7 @@ class SambertEngine(Engine):
         if not layout.ok:
             raise EngineError(f"model directory {layout.path}: " + "; ".join(layout.problems))
         self.backend.check_imports()
+        self._digest = model_digest(layout.path)
         self.device, self._degraded = pick_device(
             self.config.device, self.backend.gpus(), self.backend.probe
         )
@@ -406,8 +449,7 @@ class SambertEngine(Engine):
                 self.device = "cpu"
 
     def _synthesize(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Pcm:
-        if prosody.speed != 1.0 or prosody.pitch != 1.0:
-            raise ValueError("sambert voices support volume only (speed and pitch must be 1.0)")
+        voice.check(prosody)  # the route checked already; this guards direct callers
         with self._frontend_lock:
             lines = symbol_lines(self._frontend.gen_tacotron_symbols(sentence.text))
         parts = [self._forward(voice.id, set_emotion(line, emotion)) for line in lines]
