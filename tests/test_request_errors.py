@@ -45,6 +45,7 @@ def test_work_past_its_deadline_stops_between_units(tmp_path: Path) -> None:
         d.wait_until(lambda: d.metric("sambertd_in_flight") == 0, timeout=20)
         # The worker stopped at a unit boundary instead of rendering all 60 units.
         assert d.metric("sambertd_units_synthesized_total") < 60
+        assert d.metric("sambertd_jobs_stopped") == 1
         assert d.get("/ready")[0] == 200
     finally:
         d.stop()
@@ -134,7 +135,7 @@ def test_an_unexpected_exception_is_a_json_500_that_is_audited(
         raise fault
 
     async def go() -> tuple[int, dict[str, str], dict[str, object]]:
-        state = State(built, Metrics(), warm=True)
+        state = State(built, Metrics())
         test_server = TestServer(create_app(state))
         await test_server.start_server()
         try:

@@ -58,6 +58,11 @@ class Metrics:
             "Queued jobs dropped because their client went away",
             registry=r,
         )
+        self.stopped = Gauge(
+            "sambertd_jobs_stopped",
+            "Running jobs stopped between units: their request timed out or went away",
+            registry=r,
+        )
         self.syntheses = Counter(
             "sambertd_syntheses", "Texts actually synthesized (not cached)", ["engine"], registry=r
         )
@@ -106,10 +111,12 @@ class Metrics:
         in_flight: Callable[[], float],
         ready: Callable[[], float],
         cancelled: Callable[[], float],
+        stopped: Callable[[], float],
         workers: Callable[[], float],
         streams: Callable[[], float],
     ) -> None:
         self.cancelled.set_function(cancelled)
+        self.stopped.set_function(stopped)
         self.queue_depth.set_function(queue_depth)
         self.in_flight.set_function(in_flight)
         self.ready.set_function(ready)

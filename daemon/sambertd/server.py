@@ -77,7 +77,6 @@ class Server:
         listener.runner = app_runner
         self._listener = listener
         await listener.serve(built.tls)
-        state.warm = True
         if not config.auth.enabled:
             log.warning(
                 "AUTHENTICATION IS OFF: any local process may call the API "
@@ -108,6 +107,7 @@ class Server:
             in_flight=lambda: sum(r.pool.in_flight for r in state.runtimes()),
             ready=lambda: 1.0 if state.readiness()[0] else 0.0,
             cancelled=lambda: state.runtime.pool.stats.cancelled,
+            stopped=lambda: sum(r.pool.stats.stopped for r in state.runtimes()),
             workers=lambda: state.runtime.pool.workers,
             streams=lambda: state.streams,
         )

@@ -37,7 +37,7 @@ class SlowClient(Exception):
 
 async def synthesize(state: State, http: web.Request, call: TtsCall) -> web.StreamResponse:
     """route → cache → (single-flight) synthesis or stream → response."""
-    if state.draining or not state.warm:
+    if state.draining:
         raise ApiError(503, "not_ready", state.readiness()[1], {"Retry-After": "2"})
     runtime: Runtime = http[RUNTIME]
     state.active += 1
@@ -56,7 +56,7 @@ async def synthesize(state: State, http: web.Request, call: TtsCall) -> web.Stre
         hit = await runtime.cache.get(key)
         if hit is not None:
             info.update(cache=hit[1], audio_s=round(hit[0].duration, 3))
-            return respond(hit[0], hit[1], route.degraded)
+            return _respond(hit[0], hit[1], route.degraded)
         if call.stream:
             return await _stream(state, runtime, http, route, key)
         deadline = time.monotonic() + runtime.config.server.request_timeout_s
@@ -65,7 +65,7 @@ async def synthesize(state: State, http: web.Request, call: TtsCall) -> web.Stre
         )
         source = "shared" if shared else "miss"
         info.update(cache=source, audio_s=round(entry.duration, 3))
-        return respond(entry, source, route.degraded)
+        return _respond(entry, source, route.degraded)
     finally:
         state.active -= 1
         state.served += 1
@@ -91,7 +91,7 @@ async def _produce(state: State, runtime: Runtime, route: Route, deadline: float
     )
 
 
-def respond(entry: Entry, cache: str, degraded: bool) -> web.Response:
+def _respond(entry: Entry, cache: str, degraded: bool) -> web.Response:
     headers = {
         "X-Audio-Duration": f"{entry.duration:.3f}",
         "X-Voice": entry.voice,

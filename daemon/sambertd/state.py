@@ -42,7 +42,6 @@ class State:
     runtime: Runtime
     metrics: Metrics
     retiring: list[Runtime] = field(default_factory=list)  # replaced, still finishing work
-    warm: bool = False
     draining: bool = False
     active: int = 0  # HTTP requests inside a synthesis handler (streams included)
     streams: int = 0  # of which streams
@@ -63,14 +62,13 @@ class State:
         return any(r.pool.stuck(threshold) for r in self.runtimes())
 
     def readiness(self) -> tuple[bool, str]:
-        """What /ready (and so keepalived) sees: warm, not draining, workers not wedged, and
-        the preferred engine serving.  "degraded" (still 200) means a lower rung of the
-        ladder or a CPU fallback is serving; with ``engine.degrade`` off a failed preferred
-        engine makes this 503, so keepalived moves the VIP to the peer."""
+        """What /ready (and so keepalived) sees: not draining, workers not wedged, and the
+        preferred engine serving (nothing is served before the engines are warm).
+        "degraded" (still 200) means a lower rung of the ladder or a CPU fallback is
+        serving; with ``engine.degrade`` off a failed preferred engine makes this 503, so
+        keepalived moves the VIP to the peer."""
         if self.draining:
             return False, "draining"
-        if not self.warm:
-            return False, "warming up"
         if self.hung():
             return False, "worker hung"
         health = self.runtime.synthesizer.health()
