@@ -61,3 +61,28 @@ def test_restart_only_settings_are_named() -> None:
     assert runtime.restart_needed(old, old) == []
     moved = dataclasses.replace(old, server=ServerConfig(host="::1", port=9000))
     assert runtime.restart_needed(old, moved) == ["server.host", "server.port"]
+
+
+def test_an_engine_that_could_not_load_is_tried_again_on_reload(tmp_path: Path) -> None:
+    """sambert cannot load here (no torch): a reload must not keep that failure forever
+    just because its settings did not change — the operator may have installed what was
+    missing."""
+    from tests.modeldir import make_model_dir
+
+    cfg = config(
+        tmp_path,
+        engine=EngineConfig(engines=("sambert", "baker"), default_voice="zhitian_emo"),
+    )
+    cfg = dataclasses.replace(
+        cfg,
+        sambert=dataclasses.replace(cfg.sambert, model_dir=str(make_model_dir(tmp_path / "m"))),
+    )
+    metrics = Metrics()
+    old = runtime.build(cfg, metrics)
+    assert old.synthesizer.rungs[0].breaker.state == "open"  # cannot load: no torch here
+    fresh = runtime.build(cfg, metrics, old)
+    try:
+        assert fresh.synthesizer.rungs[0] is not old.synthesizer.rungs[0]  # tried again
+        assert fresh.synthesizer.rungs[1] is old.synthesizer.rungs[1]  # baker kept
+    finally:
+        asyncio.run(runtime.close(fresh))

@@ -61,8 +61,10 @@ def restart_needed(old: Config, new: Config) -> list[str]:
 
 def _rungs(config: Config, previous: Runtime | None) -> list[Rung]:
     """The ladder for ``config``.  An engine whose identity (settings, model files) is
-    unchanged stays loaded; it keeps its breaker too unless the breaker settings changed."""
-    kept = {r.engine.identity(): r for r in previous.synthesizer.rungs} if previous else {}
+    unchanged stays loaded; it keeps its breaker too unless the breaker settings changed.
+    One that could not load is tried again (the operator may have fixed what was missing)."""
+    rungs_before = previous.synthesizer.rungs if previous else []
+    kept = {r.engine.identity(): r for r in rungs_before if r.engine.loaded}
     same_breakers = previous is not None and previous.config.engine == config.engine
     rungs = []
     for name in config.engine.engines:
