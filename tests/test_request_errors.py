@@ -82,15 +82,18 @@ def test_a_long_text_is_progress_not_a_hung_worker(tmp_path: Path) -> None:
 
 @pytest.fixture
 def standin(tmp_path: Path) -> Iterator[DaemonProcess]:
-    """One stand-in GPU, and the worker count left to the daemon."""
-    d = standin_daemon(tmp_path, {"STANDIN_GPUS": "1"}, server_workers="0")
+    """One stand-in GPU, the worker count left to the daemon, voices that render volume
+    only (as the adapter's first version did)."""
+    d = standin_daemon(
+        tmp_path, {"STANDIN_GPUS": "1", "STANDIN_CONTROLS": "volume"}, server_workers="0"
+    )
     d.wait_ready()
     yield d
     d.stop()
 
 
 def test_a_clients_mistake_never_trips_the_engine_breaker(standin: DaemonProcess) -> None:
-    """Sambert voices honour volume only: speed 1.2 is the client's error (422), and 25 of
+    """These voices render volume only: speed 1.2 is the client's error (422), and 25 of
     them (the breaker opens at 20 calls and 5 % errors) leave the engine serving."""
     for _ in range(25):
         status, _, body = standin.post("/v1/tts", {"text": "您好。", "speed": 1.2})

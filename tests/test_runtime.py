@@ -64,9 +64,9 @@ def test_restart_only_settings_are_named() -> None:
 
 
 def test_an_engine_that_could_not_load_is_tried_again_on_reload(tmp_path: Path) -> None:
-    """sambert cannot load here (no torch): a reload must not keep that failure forever
-    just because its settings did not change — the operator may have installed what was
-    missing."""
+    """sambert cannot load here (its checkpoints are one byte, or torch is missing): a
+    reload must not keep that failure forever just because its settings did not change —
+    the operator may have fixed what was wrong."""
     from tests.modeldir import make_model_dir
 
     cfg = config(
@@ -79,7 +79,7 @@ def test_an_engine_that_could_not_load_is_tried_again_on_reload(tmp_path: Path) 
     )
     metrics = Metrics()
     old = runtime.build(cfg, metrics)
-    assert old.synthesizer.rungs[0].breaker.state == "open"  # cannot load: no torch here
+    assert old.synthesizer.rungs[0].breaker.state == "open"  # it cannot load
     fresh = runtime.build(cfg, metrics, old)
     try:
         assert fresh.synthesizer.rungs[0] is not old.synthesizer.rungs[0]  # tried again

@@ -405,14 +405,23 @@ def voices(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("text")
+@click.option(
+    "--symbols",
+    "voice",
+    default=None,
+    metavar="VOICE",
+    help="Also print the KAN-TTS symbol line(s) a sambert VOICE gets (loads the model).",
+)
+@click.option("--emotion", default="neutral", show_default=True, help="With --symbols.")
 @click.pass_context
-def frontend(ctx: click.Context, text: str) -> None:
+def frontend(ctx: click.Context, text: str, voice: str | None, emotion: str) -> None:
     """Show how TEXT is cleaned, normalized, split and read (to debug a misreading)."""
     from sambertd.frontend import Frontend
 
+    cfg = _config(ctx)
     try:
-        fe = Frontend(_config(ctx).frontend)
-        analysis = fe.analyse(text)
+        analysis = Frontend(cfg.frontend).analyse(text)
+        lines = _sambert_symbols(cfg, voice, emotion, analysis.sentences) if voice else []
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(f"cleaned:    {analysis.cleaned}")
@@ -421,6 +430,18 @@ def frontend(ctx: click.Context, text: str) -> None:
         words = " | ".join(f"{w.text} {' '.join(w.pinyin)}".strip() for w in sentence.words)
         click.echo(f"[{i}] {sentence.text}")
         click.echo(f"    {words}")
+        for line in lines[i - 1] if lines else ():
+            click.echo(f"    {line}")
+
+
+def _sambert_symbols(
+    cfg: Config, voice: str, emotion: str, sentences: list[Any]
+) -> list[list[str]]:
+    from sambertd.engines.sambert import SambertEngine
+
+    engine = SambertEngine(cfg.sambert, threads=cfg.engine.threads)
+    engine.voice(voice, emotion)
+    return [engine.symbols(sentence, voice, emotion) for sentence in sentences]
 
 
 @main.command()
@@ -454,15 +475,22 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     type=click.Path(file_okay=False),
     help="Validate a Sambert-HiFiGAN model directory's layout instead.",
 )
+@click.option(
+    "--load",
+    is_flag=True,
+    help="With --model-dir: also load every voice and synthesize one sentence with it.",
+)
 @click.pass_context
-def check(ctx: click.Context, model_dir: str | None) -> None:
+def check(ctx: click.Context, model_dir: str | None, load: bool) -> None:
     """Validate the configuration, lexicon and engine files (like `nginx -t`)."""
+    cfg = _config(ctx)
     if model_dir is not None:
-        _check_model_dir(model_dir, _config(ctx).sambert.voices)
+        _check_model_dir(model_dir, cfg.sambert.voices)
+        if load:
+            _load_model_dir(cfg, model_dir)
         return
     from sambertd.synth import Synthesizer
 
-    cfg = _config(ctx)
     try:
         synthesizer = Synthesizer(cfg)
         for engine in synthesizer.engines:
@@ -478,7 +506,7 @@ def check(ctx: click.Context, model_dir: str | None) -> None:
 
 
 def _check_model_dir(path: str, wanted: tuple[str, ...]) -> None:
-    from sambertd.engines.sambert import check_model_dir
+    from sambertd.engines.sambert_model import check_model_dir
 
     layout = check_model_dir(path)
     click.echo(f"model directory {layout.path}")
@@ -491,3 +519,34 @@ def _check_model_dir(path: str, wanted: tuple[str, ...]) -> None:
     if not layout.ok:
         sys.exit(1)
     click.echo("layout ok")
+
+
+def _load_model_dir(cfg: Config, path: str) -> None:
+    """Load each voice of the directory and time one sentence with it."""
+    import dataclasses
+    import time
+
+    from sambertd.engines.sambert import SambertEngine
+    from sambertd.frontend import Frontend
+
+    engine = SambertEngine(
+        dataclasses.replace(cfg.sambert, model_dir=path, voices=()), threads=cfg.engine.threads
+    )
+    try:
+        (sentence,) = Frontend(cfg.frontend).sentences("欢迎致电政务服务热线。")
+        started = time.perf_counter()
+        engine.load()
+        click.echo(
+            f"loaded in {time.perf_counter() - started:.1f} s on {engine.device} "
+            f"({engine.frontend_mode} front-end)"
+        )
+        for voice in engine.voices():
+            started = time.perf_counter()
+            pcm = engine.synthesize(sentence, voice.id)
+            elapsed = time.perf_counter() - started
+            click.echo(
+                f"{voice.id}: {len(pcm) / voice.sample_rate:.2f} s of audio in {elapsed:.2f} s "
+                "(first call: includes loading the voice)"
+            )
+    except USER_ERRORS as exc:
+        _fail(exc)

@@ -33,7 +33,8 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 0  # 0: auto (4 per GPU the preferred engine runs on, else 1 per 2 CPUs)
+    workers: int = 0  # 0: auto (workers_per_gpu per GPU in use, else 1 per 2 CPUs)
+    workers_per_gpu: int = 4
     queue_size: int = 16
     request_timeout_s: float = 30.0
     max_body_bytes: int = 65536
@@ -45,12 +46,14 @@ class ServerConfig:
     role_file: str = "/run/sambertd/role"  # written by keepalived's notify script
 
     def worker_count(self, gpus: int = 0) -> int:
-        """Concurrent syntheses: 4 per GPU, else 1 per 2 CPUs this process may run on
-        (each call uses 2 threads; systemd's CPUAffinity= and cpusets count, not the host's
-        core total)."""
+        """Concurrent syntheses: ``workers_per_gpu`` per GPU, else 1 per 2 CPUs this process
+        may run on (each call uses 2 threads; systemd's CPUAffinity= and cpusets count, not
+        the host's core total)."""
         if self.workers:
             return self.workers
-        return 4 * gpus if gpus else max(1, len(os.sched_getaffinity(0)) // 2)
+        if gpus:
+            return self.workers_per_gpu * gpus
+        return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class SambertConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     fp16: bool = True
     voices: tuple[str, ...] = ("zhitian_emo", "zhiyan_emo", "zhizhe_emo", "zhibei_emo")
+    frontend: str = "auto"  # auto | builtin | ttsfrd (auto: ttsfrd when importable)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,10 @@ class Config:
         from sambertd.audio import SAMPLE_RATES, get_format
 
         problems = []
+        if self.sambert.frontend not in ("auto", "builtin", "ttsfrd"):
+            problems.append(
+                f"sambert.frontend {self.sambert.frontend!r}: use auto, builtin or ttsfrd"
+            )
         if not 0 < self.server.port < 65536:
             problems.append(f"server.port {self.server.port} is not a TCP port")
         if not self.engine.engines:
@@ -175,6 +183,8 @@ class Config:
                 problems.append(f"server.{name} must be > 0")
         if self.server.workers < 0 or self.server.queue_size < 0:
             problems.append("server.workers and server.queue_size must be >= 0")
+        if self.server.workers_per_gpu < 1:
+            problems.append("server.workers_per_gpu must be >= 1")
         if not 1024 <= self.server.max_body_bytes <= MAX_BODY_CEILING:
             problems.append(f"server.max_body_bytes must be 1024..{MAX_BODY_CEILING}")
         if self.server.max_request_chars < 1:

@@ -64,7 +64,7 @@ def _rungs(config: Config, previous: Runtime | None) -> list[Rung]:
     unchanged stays loaded; it keeps its breaker too unless the breaker settings changed.
     One that could not load is tried again (the operator may have fixed what was missing)."""
     rungs_before = previous.synthesizer.rungs if previous else []
-    kept = {r.engine.identity(): r for r in rungs_before if r.engine.loaded}
+    kept = {r.engine.identity(): r for r in rungs_before if r.warm}
     same_breakers = previous is not None and previous.config.engine == config.engine
     rungs = []
     for name in config.engine.engines:

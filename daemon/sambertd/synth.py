@@ -59,7 +59,7 @@ class Rung:
 
     engine: Engine
     breaker: CircuitBreaker
-    warm: bool = False
+    warm: bool = False  # loaded and ran its warm-up sentence
 
     def synthesize(self, sentence: Sentence, voice: Voice, request: Request) -> Pcm:
         """Synthesize and count the outcome; an engine fault becomes an :class:`EngineError`.
@@ -177,7 +177,8 @@ class Synthesizer:
             except Exception as exc:
                 rung.breaker.trip(f"cannot load: {exc}")
                 log.error("engine %s cannot load: %s", rung.engine.name, exc)
-            rung.warm = True
+            else:
+                rung.warm = True
         if all(r.breaker.state != "closed" for r in self.rungs):
             raise EngineError(
                 "no engine could load: "

@@ -127,10 +127,6 @@ class Engine(abc.ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Free what ``load`` took (GPU memory); called when a reload retires the engine."""
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
     def load(self) -> None:
         """Load once; later calls return at once.  Thread-safe."""
         if self._loaded:
