@@ -47,7 +47,8 @@ class Runtime:
     users: int = 0  # requests that took this runtime and have not finished
 
     def parts(self) -> tuple[object, ...]:
-        return (self.pool, self.cache, self.audit, *self.synthesizer.rungs)
+        """What a newer runtime may share with this one (and must then stay open)."""
+        return (self.pool, self.cache, self.audit, *self.synthesizer.engines)
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
@@ -156,8 +157,6 @@ async def close(runtime: Runtime, keep: Sequence[Runtime] = ()) -> None:
         await runtime.cache.close()
     if runtime.audit is not None and id(runtime.audit) not in shared:
         await runtime.audit.close()
-    for rung in runtime.synthesizer.rungs:
-        if id(rung) not in shared and not any(
-            rung.engine is r.engine for other in keep for r in other.synthesizer.rungs
-        ):
-            await asyncio.to_thread(rung.engine.unload)
+    for engine in runtime.synthesizer.engines:
+        if id(engine) not in shared:
+            await asyncio.to_thread(engine.unload)

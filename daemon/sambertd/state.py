@@ -6,6 +6,7 @@ other's module.
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ from sambertd.metrics import Metrics
 from sambertd.runtime import Runtime
 
 ROLES = ("MASTER", "BACKUP", "FAULT", "STOP")
+
+
+@functools.cache
+def _hostname() -> str:
+    """Read once, as at start before: X-Node is stamped on every response."""
+    return socket.gethostname()
+
 
 # What a request carries along the path (set by the middleware unless noted).
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -51,7 +59,7 @@ class State:
     @property
     def node(self) -> str:
         """Sent as X-Node on every response, so clients and tests see who served."""
-        return self.runtime.config.server.node_name or socket.gethostname()
+        return self.runtime.config.server.node_name or _hostname()
 
     def runtimes(self) -> list[Runtime]:
         return [self.runtime, *self.retiring]

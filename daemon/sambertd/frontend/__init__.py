@@ -51,8 +51,6 @@ class Frontend:
     def __init__(self, settings: FrontendConfig | None = None) -> None:
         self.settings = settings or FrontendConfig()
         self.lexicon = lexicon.load(self.settings.lexicon or None)
-        self.max_sentence_chars = self.settings.max_sentence_chars
-        self.max_text_chars = self.settings.max_text_chars
         self.g2p = G2P(self.lexicon, sandhi=self.settings.sandhi)
         self.fingerprint = self._fingerprint()
 
@@ -75,10 +73,11 @@ class Frontend:
         """(cleaned, normalized) text — cheap regex work, no dictionary."""
         if not isinstance(text, str):
             raise FrontendError("invalid_text", "text must be a string")
-        if len(text) > self.max_text_chars:
+        limit = self.settings.max_text_chars
+        if len(text) > limit:
             raise FrontendError(
                 TEXT_TOO_LONG,
-                f"text has {len(text)} characters; the limit is {self.max_text_chars}",
+                f"text has {len(text)} characters; the limit is {limit}",
             )
         cleaned = clean(text)
         if not cleaned.strip():
@@ -92,8 +91,10 @@ class Frontend:
         dictionary), and what the cache key is made of: differently written texts that read
         the same share an entry, and a stream's shorter first unit gets a key of its own.
         ``first_max_chars`` makes the first unit short, for streams (see ``split.split``)."""
-        normalized = self.normalized(text)[1]
-        return tuple(split.split(normalized, self.max_sentence_chars, first_max_chars))
+        return self._split(self.normalized(text)[1], first_max_chars)
+
+    def _split(self, normalized: str, first_max_chars: int | None) -> tuple[str, ...]:
+        return tuple(split.split(normalized, self.settings.max_sentence_chars, first_max_chars))
 
     def read(self, pieces: tuple[str, ...] | list[str]) -> list[Sentence]:
         """G2P of unit texts from :meth:`pieces`; raises when nothing speakable remains."""
@@ -107,8 +108,7 @@ class Frontend:
     def analyse(self, text: str, first_max_chars: int | None = None) -> Analysis:
         """Run every stage; raises :class:`FrontendError` when nothing speakable remains."""
         cleaned, normalized = self.normalized(text)
-        pieces = split.split(normalized, self.max_sentence_chars, first_max_chars)
-        return Analysis(cleaned, normalized, self.read(pieces))
+        return Analysis(cleaned, normalized, self.read(self._split(normalized, first_max_chars)))
 
     def sentences(self, text: str, first_max_chars: int | None = None) -> list[Sentence]:
         """Synthesis units for ``text``, in reading order."""
