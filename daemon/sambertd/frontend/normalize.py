@@ -20,6 +20,17 @@ Reading choices (for reviewers):
   room numbers 201室); the well-known hotlines 123xx/95xxx/96xxx (12345, 12315, 95598) are
   read digit by digit even without 电话/热线 before them, unless a measure word follows
   (12345人); any other number with a leading 0, or 7+ digits and no unit, is read digit by digit;
+* a number dialled or copied is dictated in groups with a pause (、) between them: landlines
+  with their area code (010-12345678, (0571)87654321, 0571-8765-4321), 400/800 numbers 3-3-4,
+  written joined, dashed or spaced; an extension after 转/分机 digit by digit (转八、零、零、一);
+  every number of a list after 拨打/电话/热线 is read so (拨打96110或400-610-1234, 110和119),
+  unless it counts something (热线3000余次); the carriers' 10086 and 10010 are hotlines too;
+* postcodes after 邮编/邮政编码 are six digits in one run (一零零八七一); licence plates are
+  read character by character (浙A12345 浙诶一二三四五);
+* year spans are read digit by digit before 年/学年/学期/年度/赛季/财年/届/级 (2019-2020学年
+  二零一九至二零二零学年, 2019-20赛季) and bare when both ends look like years (2019~2020);
+* two-digit years are read digit by digit only when the context says year (96年入伍, '96年,
+  19年3月, 08级, 19届毕业生, 90后 九零后); 10年, 20年来, 12级台风, 19届 stay cardinal;
 * a list number ``1.`` or ``1、`` before Chinese text is read 一、;
 * money: ``￥1,200.50`` is 一千二百点五元 (decimal reading, trailing zeros dropped), the same
   style as 3.5万元, rather than 元角分;
@@ -345,6 +356,26 @@ def _id_card(match: re.Match[str]) -> str:
     return dictate(number) + ("、" + LETTERS["X"] if number[-1] in "Xx" else "")
 
 
+# Licence plates: a province's one-character name, the city letter, then five characters
+# (six on new-energy plates) of letters and digits, at least one a digit: 浙A12345, 粤B·D12345.
+# Upper case only, as on a plate, so that ordinary text with a Latin word is left alone.
+_PLATE_PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+_PLATE_RE = re.compile(
+    rf"(?P<p>[{_PLATE_PROVINCES}])(?P<l>[A-Z])[·•・ -]?"
+    r"(?P<rest>(?=[A-Z]*[0-9])[A-Z0-9]{5,6})(?![A-Za-z0-9])"
+)
+
+
+def _plate(match: re.Match[str]) -> str:
+    """浙A12345 浙诶一二三四五: every character on its own, like the code rule (G1234)."""
+    rest = match.group("rest")
+    return (
+        match.group("p")
+        + LETTERS[match.group("l")]
+        + "".join(read_digits(ch) if ch.isdigit() else LETTERS[ch] for ch in rest)
+    )
+
+
 _NUMBER_SIGN_RE = re.compile(r"(?<![A-Za-z])(?:No|NO|no|№)\.?\s?(?P<num>[0-9]+(?:-[0-9]+)*)")
 
 
@@ -360,50 +391,104 @@ _PHONE_KEYWORDS = (
     "座机|客服|短信|号码|邮编|账号|帐号|卡号|密码|证号|编号|工号|单号|批号|案号|学号|报警|"
     "分机|QQ"
 )
+# A phone number as written: mobile, landline with its area code (in brackets, or followed by
+# a dash or a space; the local part in one piece or split 4-4), 400/800 service numbers (3-3-4,
+# joined, dashed or spaced).  Shared by the phone rule and the numbers after 电话/拨打/....
+_PHONE_BODY = (
+    r"(?:\+?86[- ]?)?1[3-9][0-9](?:[- ]?[0-9]{4}){2}"  # mobile 138-1234-5678
+    r"|(?:[(（]0[0-9]{2,3}[)）]\s?|0[0-9]{2,3}[- ])(?:[0-9]{7,8}|[0-9]{3,4}[- ][0-9]{4})"
+    r"(?:-[0-9]{1,6})?"  # landline (0571)87654321, 0571-8765-4321 [+ -ext]
+    r"|[48]00[- ]?[0-9]{3}[- ]?[0-9]{4}"  # 400/800 service numbers 400-610-1234
+)
+# An extension said with a word: 转8001, 分机205.
+_EXTENSION = r"(?P<ext>转|分机)(?P<extnum>[0-9]{1,6})(?![0-9])"
+
+# One more number after the first in a list (拨打110、119或120; 96110或400-610-1234;
+# 12345或0571-87654321转803): dashed or spaced groups, the last of three or more digits, an
+# optional extension, and not a year or a count (拨打12345和2024年: 2024 is a year).
+_MORE_NUMBER = (
+    r"(?:或者|[、/或和及])"
+    r"\+?(?:[0-9]+[- ])*[0-9]{3,}(?![0-9]|\s?[年月日号元个次件万亿])"
+    r"(?:(?:转|分机)[0-9]{1,6}(?![0-9]))?"
+)
+_MORE_NUMBER_RE = re.compile(
+    r"(?P<sep>或者|[、/或和及])(?P<num>\+?[0-9][0-9 -]*[0-9])"
+    r"(?:(?P<ext>转|分机)(?P<extnum>[0-9]+))?"
+)
 _PHONE_CONTEXT_RE = re.compile(
     rf"(?P<kw>{_PHONE_KEYWORDS})(?P<sep>(?:号码|号)?\s?[：:]?\s?(?:为|是)?\s?[：:]?\s?)"
-    r"(?P<num>\+?[0-9](?:[0-9]|-(?=[0-9]))*(?:[Xx](?![A-Za-z]))?)"
+    rf"(?P<num>(?:{_PHONE_BODY})(?![0-9])"
+    r"|\+?[0-9](?:[0-9]|-(?=[0-9]))*(?:[Xx](?![A-Za-z]))?)"
     r"(?:(?P<ext>转|分机)(?P<extnum>[0-9]+))?"
-    r"(?P<more>(?:[、/或](?:[0-9]+-)?[0-9]{3,})*)"  # 拨打110、119、120; 0571-87654321或12345
+    rf"(?P<more>(?:{_MORE_NUMBER})*)"
 )
+# A count after the keyword (热线3000余次, 短信200条, 来电500通): a quantity, not a number to
+# dial.  人 is not here: 95588人工服务 is a number to dial.
+_CONTEXT_COUNT_RE = re.compile(r"多|余|万|亿|人次|[次条件个通起宗例]")
+
+
+def _counts(number: str, following: str) -> bool:
+    """True when the words after ``number`` make it a count (热线3000余次) rather than a
+    number to dial.  多次 after a service number is "many times" (拨打12345多次未接通)."""
+    if following.startswith("多次") and (
+        _HOTLINE_RE.fullmatch(number) or re.fullmatch(r"1[0-9]{2}", number)
+    ):
+        return False
+    return bool(_CONTEXT_COUNT_RE.match(following))
+
+
+# Postcodes are six digits said in one run (邮编一零零八七一), not dictated in groups.
+_POSTCODE_KEYWORDS = ("邮编", "邮政编码")
 
 
 def _phone_context(match: re.Match[str]) -> str:
     """After 电话/热线/编号/... a number is dialled or copied, so read it digit by digit."""
     sep = match.group("sep").replace(" ", "").replace(":", "：")
     num = match.group("num")
-    out = match.group("kw") + sep + dictate(num)
+    kw = match.group("kw")
+    plain = not match.group("ext") and not match.group("more") and num.isdigit()
+    if plain and _counts(num, _following(match).lstrip()):
+        return kw + sep + read_number(num, _following(match))  # 热线3000余次: a count
+    if kw in _POSTCODE_KEYWORDS and re.fullmatch(r"[0-9]{6}", num):
+        out = kw + sep + read_digits(num)
+    else:
+        out = kw + sep + dictate(num)
     if num[-1] in "Xx":
         out += "、" + LETTERS["X"]
     if match.group("ext"):
         out += match.group("ext") + dictate(match.group("extnum"))
-    for sep, number in re.findall(r"([、/或])([0-9-]+)", match.group("more")):
-        out += ("，" if sep in "/、" else sep) + dictate(number)
+    for more in _MORE_NUMBER_RE.finditer(match.group("more")):
+        joiner = more.group("sep")
+        out += ("，" if joiner in "/、" else joiner) + dictate(more.group("num"))
+        if more.group("ext"):
+            out += more.group("ext") + dictate(more.group("extnum"))
     return out
 
 
-_PHONE_RE = re.compile(
-    r"(?<![0-9])(?:"
-    r"(?:\+?86[- ]?)?1[3-9][0-9](?:[- ]?[0-9]{4}){2}"  # mobile
-    r"|(?:\(0[0-9]{2,3}\)\s?|0[0-9]{2,3}-)[0-9]{7,8}(?:-[0-9]{1,6})?"  # landline [+ ext]
-    r"|[48]00-?[0-9]{3}-?[0-9]{4}"  # 400/800 service numbers
-    r")(?![0-9])"
-)
+_PHONE_RE = re.compile(rf"(?<![0-9])(?P<num>{_PHONE_BODY})(?![0-9])(?:{_EXTENSION})?")
 
 
 def _phone(match: re.Match[str]) -> str:
-    return dictate(match.group())
+    """Mobile, landline and 400/800 numbers in groups; an extension after 转/分机 digit by digit."""
+    out = dictate(match.group("num"))
+    if match.group("ext"):
+        out += match.group("ext") + dictate(match.group("extnum"))
+    return out
 
 
 _HOTLINE_RE = re.compile(
-    r"(?<![0-9,.])(?:123[0-9]{2}|12110|12306|12117|12121|12122|95[0-9]{3}|96[0-9]{3})"
+    r"(?<![0-9,.])"
+    r"(?:123[0-9]{2}|12110|12306|12117|12121|12122|95[0-9]{3}|96[0-9]{3}|10086|10010)"
     r"(?![0-9,.%])"
 )
 
 
 def _hotline(match: re.Match[str]) -> str:
-    """Well-known hotlines (12345, 12315, 95598, ...) unless they count something."""
-    if _preceding(match, 1) == "第" or _QUANTITY_FOLLOW_RE.match(_following(match).lstrip()):
+    """Well-known hotlines (12345, 12315, 95598, ...) unless they count something (12345人;
+    but 12345多次未接通 is "many times")."""
+    following = _following(match).lstrip()
+    counts = _QUANTITY_FOLLOW_RE.match(following) and not following.startswith("多次")
+    if _preceding(match, 1) == "第" or counts:
         return match.group()
     return dictate(match.group())
 
@@ -440,13 +525,66 @@ def _list_marker(match: re.Match[str]) -> str:
 
 # --- dates and years --------------------------------------------------------------------------
 
+# Words before a number of years that make it a duration (约1000年), not a year.
+_DURATION_BEFORE = ("近", "约", "超", "逾", "共", "长达", "历时", "多", "余", "过", "了", "第")
+
+# What a span of years is counted in: 2019-2020年, 学年, 学期, 年度, 赛季, 财年, 届, 级.
+_YEAR_SPAN_WORDS = r"(?:年|学年|学期|赛季|财年|届|级)"
 _YEAR_RANGE_RE = re.compile(
-    rf"(?<![0-9])(?P<a>[12][0-9]{{3}})\s?{_RANGE_SEP}\s?(?P<b>[12][0-9]{{3}})(?=\s?年)"
+    rf"(?<![0-9.])(?P<a>[12][0-9]{{3}})\s?{_RANGE_SEP}\s?(?P<b>[12][0-9]{{3}}|[0-9]{{2}})"
+    rf"(?![0-9])(?P<span>(?=\s?{_YEAR_SPAN_WORDS}))?"
 )
+# What makes a bare 1990-2000 a quantity range: a unit, a measure word, a currency or a
+# percent sign after it, a currency or a duration word before it.
+_NOT_YEAR_AFTER_RE = re.compile(_QUANTITY_FOLLOW_RE.pattern + r"|[A-Za-z%‰℃°.\-~～/:：]|之间|上下")
+# A currency, 第, or a noun of measure right before (售价1980-2000, 人数1980-2000).
+_NOT_YEAR_BEFORE = "¥￥$€£第价费薪资额量数值高重长宽深距积"
+_YEAR_DURATION_AFTER = ("年前", "年来", "年之久", "年以上", "多年")
+
+
+def _is_duration(match: re.Match[str], number: str) -> bool:
+    """约1000年, 近2000年, 2000年之久: a number of years, not a year (see :func:`_year`)."""
+    after = _following(match, 4).lstrip()
+    return _preceding(match).endswith(_DURATION_BEFORE) or (
+        number.endswith("00") and after.startswith(_YEAR_DURATION_AFTER)
+    )
 
 
 def _year_range(match: re.Match[str]) -> str:
-    return read_digits(match.group("a")) + "至" + read_digits(match.group("b"))
+    """2019-2020学年, 2019—2020年度, 2019至2020年, 2019-20赛季: each year digit by digit.
+
+    Before 年/学年/学期/年度/赛季/财年/届/级 any two four-digit numbers are a span of years,
+    unless a duration word makes them numbers of years (约1000-2000年 约一千至两千年).  A short
+    second year (2019-20) needs 年/学年/赛季/财年 and must come after the first.
+
+    A bare range (2019~2020) is read as years only when it certainly looks like one: both ends
+    in 1900-2099, the second later by at most a century, not both round hundreds (1900-2000
+    may be a quantity), and no unit, measure word, currency or noun of measure around it
+    (1980-2000元 and 售价1980-2000 are price ranges).  Anything else is given back unchanged
+    for the range and number rules.
+    """
+    a, b = match.group("a"), match.group("b")
+    text = match.group()
+    if match.group("span") is not None:
+        if len(b) == 2:
+            after = _following(match, 3).lstrip()
+            later = int(b) > int(a[2:]) or (a[2:] == "99" and b == "00")
+            span = after.startswith(("年", "学年", "赛季", "财年"))
+            if not (1900 <= int(a) <= 2099 and later and span):
+                return text
+        elif _is_duration(match, b):  # 约1000-2000年: read here, or the year rule takes 2000年
+            return read_number(a, "年") + "至" + read_number(b, "年")
+        return read_digits(a) + "至" + read_digits(b)
+    if len(b) == 2 or not 1900 <= int(a) < int(b) <= min(2099, int(a) + 100):
+        return text
+    if int(a) % 100 == 0 and int(b) % 100 == 0:
+        return text
+    before = _preceding(match, 2)
+    if before.endswith(_DURATION_BEFORE) or (before and before[-1] in _NOT_YEAR_BEFORE):
+        return text
+    if _NOT_YEAR_AFTER_RE.match(_following(match).lstrip()):
+        return text
+    return read_digits(a) + "至" + read_digits(b)
 
 
 _DATE_RE = re.compile(
@@ -476,19 +614,76 @@ def _year_month(match: re.Match[str]) -> str:
     return read_digits(match.group("y")) + "年" + _month_day(match.group("m"))
 
 
-_YEAR_RE = re.compile(r"(?<![0-9])(?<![0-9]\.)(?P<y>[12][0-9]{3})(?=\s?(?:年|届|级|版|财年))")
-_DURATION_BEFORE = ("近", "约", "超", "逾", "共", "长达", "历时", "多", "余", "过", "了", "第")
+_YEAR_RE = re.compile(
+    r"(?<![0-9])(?<![0-9]\.)(?P<y>[12][0-9]{3})(?=\s?(?:年|届|级|版|财年|学年|学期|赛季))"
+)
 
 
 def _year(match: re.Match[str]) -> str:
     """2026年 is read 二零二六年, but 约1000年 and 2000年之久 are durations."""
     year = match.group("y")
-    after = _following(match, 4).lstrip()
-    if _preceding(match).endswith(_DURATION_BEFORE) or (
-        year.endswith("00") and after.startswith(("年前", "年来", "年之久", "年以上", "多年"))
-    ):
-        return read_number(year, after)
+    if _is_duration(match, year):
+        return read_number(year, _following(match, 4).lstrip())
     return read_digits(year)
+
+
+# Two-digit years (96年入伍, 08级新生, 19届毕业生).  Most "NN年" are durations (10年, 20年来),
+# "NN级" levels (12级台风) and "NN届" counts or ordinals (举办19届, 第19届), so a two-digit
+# number is a year only when something says so:
+# * it is written with an apostrophe ('96年, ’08级), or with a leading zero (08年, 05届),
+#   which no duration, level or count has;
+# * before 年: an event that happens in a year, not over years (入伍, 参军, 毕业, 出生, 入学,
+#   入党, 入职, 参加工作, 高考, 中考, 生人), a month (19年3月) or 年底/年初/年末 (20年底);
+#   退休/退役 are left out (工作30年退休 is a duration);
+# * before 级/届: a cohort noun (08级新生, 96级校友, 19届毕业生);
+# and never after 第, another number, a decimal point, a range dash, or a word that makes it
+# a duration or a count (_DURATION_BEFORE and 近/这/每/已/培养/...: 近20年出生人口).
+_SHORT_YEAR_RE = re.compile(
+    r"(?:(?P<q>['’‘`])|(?<![0-9.\-~～'’‘`]))(?P<y>[0-9]{2})(?![0-9.])(?=\s?[年级届])"
+)
+_SHORT_YEAR_EVENT_RE = re.compile(
+    r"\s?年(?:入伍|参军|毕业|出生|入学|入党|入职|参加工作|高考|中考|生人|底|初|末"
+    r"|\s?(?:1[0-2]|0?[1-9])\s?月)"
+)
+_COHORT_RE = re.compile(
+    r"\s?[级届](?:新生|学生|本科|硕士|博士|研究生|毕业生|校友|同学|学员|学子|新兵|老兵"
+    r"|学长|学姐|学弟|学妹)"
+)
+_SHORT_YEAR_NOT_AFTER = (
+    *_DURATION_BEFORE, "这", "那", "每", "前", "后", "头", "满", "达", "已", "经过", "过去",
+    "最近", "培养", "累计", "连续", "举办", "徒刑", "刑期", "两", "几",
+)  # fmt: skip
+_SHORT_YEAR_NOT_AFTER_RE = re.compile(f"[{_NUMERAL_CHARS}]$")
+
+
+def _short_year(match: re.Match[str]) -> str:
+    """'96年 九六年, 96年入伍 九六年入伍, 08级 零八级; other two-digit numbers are left as
+    they are for the generic rules (10年 十年, 12级台风 十二级台风)."""
+    year = match.group("y")
+    before = _preceding(match, 2)
+    if before.endswith(_SHORT_YEAR_NOT_AFTER) or _SHORT_YEAR_NOT_AFTER_RE.search(before):
+        return match.group()  # 第08届 is still 第八届
+    if match.group("q") or year[0] == "0":
+        return read_digits(year)
+    rest = match.string[match.end() : match.end() + 8]
+    if _SHORT_YEAR_EVENT_RE.match(rest) or _COHORT_RE.match(rest):
+        return read_digits(year)
+    return match.group()
+
+
+# Generations: 90后 九零后, 00后 零零后, 95后 九五后 (a decade or half-decade of birth).  Not
+# after a time or unit word or a number (3小时20后, 8点20后: "after twenty"), nor before a
+# character that makes 后 part of another word (20后面, 后来, 后续, 后期, ...).
+_GENERATION_RE = re.compile(
+    r"(?<![0-9.:：点分秒时天年月日号岁周第次个])(?P<y>[0-9][05])"
+    r"(?=后(?![面来续期果悔退撤方边台头门卫援勤]))"
+)
+
+
+def _generation(match: re.Match[str]) -> str:
+    if _preceding(match, 2).endswith(_DURATION_BEFORE):
+        return match.group()
+    return read_digits(match.group("y"))
 
 
 _MONTH_RE = re.compile(_NB + r"(?P<m>1[0-2]|0?[1-9])(?=\s?月)")
@@ -916,17 +1111,20 @@ RULES: tuple[Rule, ...] = (
     Rule("email", _EMAIL_RE, _email, "a@b.cn: spelled, @ 艾特, . 点"),
     Rule("url", _URL_RE, _url, "www.gov.cn: spelled with 点, scheme dropped"),
     Rule("id_card", _ID_CARD_RE, _id_card, "18-character ID numbers, digit by digit"),
+    Rule("plate", _PLATE_RE, _plate, "浙A12345 浙诶一二三四五"),
     Rule("number_sign", _NUMBER_SIGN_RE, _number_sign, "No.123 编号一二三"),
     Rule("phone_context", _PHONE_CONTEXT_RE, _phone_context, "电话：12345 digit by digit"),
-    Rule("phone", _PHONE_RE, _phone, "mobile, landline, 400 numbers, digit by digit"),
+    Rule("phone", _PHONE_RE, _phone, "mobile, landline, 400/800 numbers, 转 extensions"),
     Rule("hotline", _HOTLINE_RE, _hotline, "12345, 12315, 95598 digit by digit"),
     Rule("before_hotline", _BEFORE_HOTLINE_RE, _before_hotline, "12345热线"),
     Rule("room", _ROOM_RE, _room, "201室 二零一室"),
     Rule("list_marker", _LIST_MARKER_RE, _list_marker, "1. 携带 一、携带"),
-    Rule("year_range", _YEAR_RANGE_RE, _year_range, "2021-2025年"),
+    Rule("year_range", _YEAR_RANGE_RE, _year_range, "2021-2025年, 2019-2020学年, 2019~2020"),
     Rule("date", _DATE_RE, _date, "2026-03-05, 2026/3/5, 2026.3.5"),
     Rule("year_month", _YEAR_MONTH_RE, _year_month, "2026-03, 2026/3"),
     Rule("year", _YEAR_RE, _year, "2026年 二零二六年"),
+    Rule("short_year", _SHORT_YEAR_RE, _short_year, "96年入伍 九六年入伍, 08级 零八级"),
+    Rule("generation", _GENERATION_RE, _generation, "90后 九零后"),
     Rule("month", _MONTH_RE, _month, "3月 三月 (2月 is 二月)"),
     Rule("day", _DAY_RE, _day, "5日 五日, 2号 二号"),
     Rule("time_range", _TIME_RANGE_RE, _time_range, "9:00-17:00 九点至十七点"),
