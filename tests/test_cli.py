@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -147,3 +148,30 @@ def test_voices_lists_sambert_voices_from_the_model_dir(tmp_path: Path) -> None:
     assert [r[0] for r in rows] == ["zhitian_emo", "zhibei_emo", "baker"]
     assert rows[0][1:4] == ["sambert", "zh-CN", "16000"]
     assert rows[0][4] == "neutral,happy,sad,angry,fear,disgust,surprise"
+
+
+def test_frontend_ssml_phoneme_changes_the_pinyin() -> None:
+    plain = run("frontend", "<speak>银行</speak>")
+    fixed = run(
+        "frontend", "--ssml", '<speak><phoneme alphabet="py" ph="yin2 xing2">银行</phoneme></speak>'
+    )
+    assert plain.returncode == 0 and fixed.returncode == 0, fixed.stderr.decode()
+    assert "yin2 hang2" in plain.stdout.decode()
+    assert "yin2 xing2" in fixed.stdout.decode() and "hang2" not in fixed.stdout.decode()
+    bad = run("frontend", "--ssml", "<speak>银行")
+    assert bad.returncode == 1 and b"line 1, column" in bad.stderr
+
+
+def test_synth_long_notice_with_subtitles(tmp_path: Path) -> None:
+    notice = tmp_path / "notice.txt"
+    notice.write_text(PARAGRAPH * 3, encoding="utf-8")
+    out, srt, stamps = tmp_path / "n.wav", tmp_path / "n.srt", tmp_path / "n.json"
+    proc = run(
+        "synth", "-i", str(notice), "-o", str(out), "--srt", str(srt), "--timestamps", str(stamps)
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    cues = srt.read_text(encoding="utf-8").strip().split("\n\n")
+    assert len(cues) >= 20 and cues[0].startswith("1\n00:00:00,")
+    assert all(len(c.split("\n")[2]) <= 20 for c in cues)
+    chars = json.loads(stamps.read_text(encoding="utf-8"))["characters"]
+    assert abs(chars[-1]["end_ms"] - sf.info(str(out)).duration * 1000) <= 100

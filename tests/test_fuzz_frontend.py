@@ -323,5 +323,5 @@ def test_openai_call_raises_only_api_error(raw: Any) -> None:
     except ApiError as exc:
         _assert_api_error(exc)
     else:
-        _assert_valid_call(call, stream_allowed=False)
+        _assert_valid_call(call)  # the OpenAI route always streams
         assert call.request.voice not in OPENAI_VOICES

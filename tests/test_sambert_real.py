@@ -156,3 +156,21 @@ def test_a_gpu_server_builds_voices_without_a_process_group(
     voice = TorchVoice("zhida", kantts_model / "voices" / "zhida", "cpu", fp16=True)
     assert voice.device == "cpu" and voice.fp16 is False  # FP16 only on a GPU
     assert (os.environ["WORLD_SIZE"], os.environ["RANK"]) == ("2", "1")
+
+
+def test_timing_comes_from_the_duration_predictor(
+    engine: SambertEngine, frontend: Frontend
+) -> None:
+    """Each syllable's samples are the symbols' durations (frames × hop) as KAN-TTS's length
+    regulator used them: in order, inside the audio, and shorter at speed 2."""
+    (sentence,) = frontend.sentences("您好，再见。")
+    speech = engine.speak(sentence, "zhitian_emo")
+    assert speech.measured and len(speech.syllables) == len(sentence.syllables) == 4
+    starts = [a for a, _ in speech.syllables]
+    assert starts == sorted(starts) and all(a < b for a, b in speech.syllables)
+    assert speech.syllables[1][1] <= speech.syllables[2][0]  # the comma's break lies between
+    assert speech.syllables[-1][1] <= len(speech.pcm)
+    fast = engine.speak(sentence, "zhitian_emo", prosody=Prosody(speed=2.0))
+    total = speech.syllables[-1][1] - speech.syllables[0][0]
+    fast_total = fast.syllables[-1][1] - fast.syllables[0][0]
+    assert total > 0 and fast_total < total and fast.syllables[-1][1] <= len(fast.pcm)

@@ -187,7 +187,7 @@ def test_metrics_count_requests_and_audio(daemon: DaemonProcess) -> None:
         (
             "POST",
             "/v1/tts",
-            b'{"text": "\\u4f60", "format": "mp3", "stream": true}',
+            b'{"text": "\\u4f60", "format": "ogg", "stream": true}',
             "application/json",
             422,
             "invalid_parameter",
@@ -220,7 +220,7 @@ def test_metrics_count_requests_and_audio(daemon: DaemonProcess) -> None:
         (
             "POST",
             "/v1/audio/speech",
-            b'{"input": "\\u4f60", "response_format": "opus"}',
+            b'{"input": "\\u4f60", "response_format": "aac"}',
             "application/json",
             422,
             "invalid_parameter",

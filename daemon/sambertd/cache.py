@@ -28,10 +28,11 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from sambertd.breaker import CLOSED, CircuitBreaker
+from sambertd.timeline import UnitTiming
 
 if TYPE_CHECKING:
     from sambertd.config import CacheConfig
@@ -54,6 +55,7 @@ class Entry:
     engine: str
     degraded: bool = False
     cacheable: bool = True  # False: served, never stored (see Daemon._produce)
+    timing: tuple[UnitTiming, ...] = ()  # per unit; empty when synthesized without it
 
     @classmethod
     def from_result(cls, result: Result, degraded: bool = False, cacheable: bool = True) -> Entry:
@@ -67,16 +69,21 @@ class Entry:
             engine=result.engine,
             degraded=degraded,
             cacheable=cacheable,
+            timing=result.timing,
         )
 
     def pack(self) -> bytes:
-        meta = {k: v for k, v in asdict(self).items() if k not in ("audio", "cacheable")}
+        skip = ("audio", "cacheable", "timing")
+        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        meta["timing"] = [t.pack() for t in self.timing]
         return json.dumps(meta).encode() + b"\n" + self.audio
 
     @classmethod
     def unpack(cls, data: bytes) -> Entry:
         head, _, audio = data.partition(b"\n")
-        return cls(audio=audio, **json.loads(head))
+        meta = json.loads(head)
+        timing = tuple(UnitTiming.unpack(t) for t in meta.pop("timing", ()))
+        return cls(audio=audio, timing=timing, **meta)
 
 
 class L1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -92,6 +93,23 @@ def _read_text(text: str | None, infile: str | None) -> str:
     default=None,
     help="Output rate (default: the voice's own).",
 )
+@click.option("--ssml", is_flag=True, help="The text is SSML (default: if it starts with <speak).")
+@click.option(
+    "--srt",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Also write SRT subtitles (cues cut at clause ends) to this file.",
+)
+@click.option(
+    "--vtt",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Also write WebVTT subtitles to this file.",
+)
+@click.option(
+    "--timestamps",
+    "stamps_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Also write each sentence's and character's start/end (JSON) to this file.",
+)
 @click.pass_context
 def synth(
     ctx: click.Context,
@@ -105,8 +123,12 @@ def synth(
     volume: float,
     fmt: str | None,
     sample_rate: str | None,
+    ssml: bool,
+    srt: str | None,
+    vtt: str | None,
+    stamps_path: str | None,
 ) -> None:
-    """Synthesize TEXT (or -i FILE) to an audio file."""
+    """Synthesize TEXT (or -i FILE) to an audio file, with subtitles if asked."""
     from sambertd.synth import Synthesizer
     from sambertd.types import Request
 
@@ -119,11 +141,16 @@ def synth(
             prosody=Prosody(speed=speed, pitch=pitch, volume=volume),
             format=fmt or cfg.audio.format,
             sample_rate=int(sample_rate) if sample_rate else (cfg.audio.sample_rate or None),
+            ssml=True if ssml else None,
         )
         synthesizer = Synthesizer(cfg)
+        timed = bool(srt or vtt or stamps_path)
+        route = synthesizer.route(request, origins=timed)
         with _progress() as progress:
-            result = synthesizer.render(request, on_sentence=progress)
+            result = synthesizer.render(route, on_sentence=progress)
         _write(output, result.audio)
+        if timed:
+            _write_timing(route, result, srt, vtt, stamps_path)
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(
@@ -131,6 +158,21 @@ def synth(
         f"{result.sentences} sentence(s), voice {result.voice}",
         err=True,
     )
+
+
+def _write_timing(
+    route: Any, result: Any, srt: str | None, vtt: str | None, stamps_path: str | None
+) -> None:
+    from sambertd import subtitles, timeline
+
+    text = route.request.text
+    stamps = timeline.timestamps(text, route.units, result.timing, route.ssml)
+    cues = subtitles.cues(text, stamps, route.ssml)
+    for path, kind in ((srt, "srt"), (vtt, "vtt")):
+        if path:
+            _write(path, subtitles.render(cues, kind).encode("utf-8"))
+    if stamps_path:
+        _write(stamps_path, json.dumps(stamps, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
 class _progress:
@@ -413,14 +455,15 @@ def voices(ctx: click.Context) -> None:
     help="Also print the KAN-TTS symbol line(s) a sambert VOICE gets (loads the model).",
 )
 @click.option("--emotion", default="neutral", show_default=True, help="With --symbols.")
+@click.option("--ssml", is_flag=True, help="TEXT is SSML (default: if it starts with <speak).")
 @click.pass_context
-def frontend(ctx: click.Context, text: str, voice: str | None, emotion: str) -> None:
+def frontend(ctx: click.Context, text: str, voice: str | None, emotion: str, ssml: bool) -> None:
     """Show how TEXT is cleaned, normalized, split and read (to debug a misreading)."""
     from sambertd.frontend import Frontend
 
     cfg = _config(ctx)
     try:
-        analysis = Frontend(cfg.frontend).analyse(text)
+        analysis = Frontend(cfg.frontend).analyse(text, ssml=True if ssml else None)
         lines = _sambert_symbols(cfg, voice, emotion, analysis.sentences) if voice else []
     except USER_ERRORS as exc:
         _fail(exc)

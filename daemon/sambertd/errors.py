@@ -17,7 +17,7 @@ from aiohttp import web
 from sambertd.audio import AudioFormatError
 from sambertd.auth import AuthError
 from sambertd.engines import EngineError, UnknownVoiceError, UnsupportedInput
-from sambertd.frontend import FrontendError
+from sambertd.frontend import FrontendError, SsmlError
 from sambertd.frontend.errors import TEXT_TOO_LONG
 from sambertd.metrics import Metrics
 from sambertd.pool import JobTimeout, QueueFull
@@ -96,6 +96,8 @@ def _known(exc: Exception, metrics: Metrics) -> Failure | None:
         )
     if isinstance(exc, SlowClient):
         return Failure(408, "client_too_slow", str(exc))
+    if isinstance(exc, SsmlError):  # malformed or unsupported markup: the body is wrong
+        return Failure(400, exc.code, str(exc))
     if isinstance(exc, FrontendError):
         return Failure(413 if exc.code == TEXT_TOO_LONG else 422, exc.code, str(exc))
     if isinstance(exc, UnknownVoiceError):

@@ -6,6 +6,7 @@ from typing import Any
 
 from sambertd import __version__, audio
 from sambertd.config import Config
+from sambertd.validation import OPENAI_FORMATS
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -26,12 +27,29 @@ def _audio(description: str) -> dict[str, Any]:
             },
             "X-Request-Id": {"schema": {"type": "string"}},
         },
-        "content": {t: binary for t in ("audio/wav", "audio/mpeg", "audio/pcm")},
+        "content": {f.content_type: binary for f in audio.FORMATS.values()},
     }
 
 
+def _timed(response: dict[str, Any]) -> dict[str, Any]:
+    """/v1/tts answers JSON (audio in base64) when timestamps or subtitles are asked for."""
+    timed = {
+        "type": "object",
+        "required": ["audio", "format", "sample_rate", "duration_ms"],
+        "properties": {
+            "audio": {"type": "string", "contentEncoding": "base64"},
+            "format": {"type": "string"},
+            "sample_rate": {"type": "integer"},
+            "duration_ms": {"type": "integer"},
+            "timestamps": {"type": "object"},
+            "subtitles": {"type": "string"},
+        },
+    }
+    return {**response, "content": {**response["content"], "application/json": {"schema": timed}}}
+
+
 ERRORS = {
-    "400": _error("malformed JSON"),
+    "400": _error("malformed JSON, or invalid/unsupported SSML (invalid_ssml, unsupported_ssml)"),
     "401": _error("missing or invalid bearer token"),
     "403": _error("address not allowed, or the token lacks the scope"),
     "404": _error("unknown voice"),
@@ -55,7 +73,24 @@ def spec(config: Config) -> dict[str, Any]:
             "type": "string",
             "minLength": 1,
             "maxLength": max_chars,
-            "description": "Chinese text; digits, dates, units are read aloud",
+            "description": "Chinese text (digits, dates, units are read aloud) or SSML",
+        },
+        "text_type": {
+            "type": "string",
+            "enum": ["text", "ssml"],
+            "description": "absent: SSML when the text starts with <speak",
+        },
+        "timestamps": {
+            "type": "boolean",
+            "default": False,
+            "description": "answer JSON: base64 audio plus each sentence's and character's "
+            "start_ms/end_ms and begin/end offsets in the client's text",
+        },
+        "subtitles": {
+            "type": "string",
+            "enum": ["srt", "vtt"],
+            "description": "answer JSON with a subtitles string (cues cut at clauses, <= 20 "
+            "characters)",
         },
         "voice": {"type": "string", "maxLength": 64, "description": "see GET /v1/voices"},
         "emotion": {"type": "string", "maxLength": 64, "default": "neutral"},
@@ -67,9 +102,10 @@ def spec(config: Config) -> dict[str, Any]:
         "stream": {
             "type": "boolean",
             "default": False,
-            "description": "chunked, one chunk per sentence (wav or pcm only). A stream "
-            "that fails after its 200 header ends without the final chunk: an incomplete "
-            "body, which HTTP clients report as an error",
+            "description": "chunked, sent sentence by sentence as they are synthesized (any "
+            "format; WAV sizes read 0xFFFFFFFF, a FLAC's length is 'unknown', an MP3 starts "
+            "with a silent frame). A stream that fails after its 200 header ends without the "
+            "final chunk: an incomplete body, which HTTP clients report as an error",
         },
     }
     tts_schema = {
@@ -88,11 +124,50 @@ def spec(config: Config) -> dict[str, Any]:
         "properties": {
             "model": {"type": "string", "maxLength": 64},
             "input": {"type": "string", "minLength": 1, "maxLength": max_chars},
-            "voice": {"type": "string", "maxLength": 64},
-            "response_format": {"type": "string", "enum": ["mp3", "wav", "pcm"]},
+            "voice": {
+                "description": "OpenAI's voice names read as our default voice",
+                "oneOf": [
+                    {"type": "string", "maxLength": 64},
+                    {
+                        "type": "object",
+                        "required": ["id"],
+                        "properties": {"id": {"type": "string", "maxLength": 64}},
+                    },
+                ],
+            },
+            "response_format": {
+                "type": "string",
+                "enum": [f for f in OPENAI_FORMATS if f in audio.FORMATS],
+                "default": "mp3",
+                "description": "as OpenAI's, but aac (no AAC encoder here: 422); pcm is "
+                "16-bit mono at 24 kHz, opus is Ogg Opus at the voice's rate",
+            },
             "speed": {"type": "number", "minimum": 0.25, "maximum": 4.0},
+            "stream_format": {
+                "type": "string",
+                "enum": ["audio", "sse"],
+                "default": "audio",
+                "description": "audio: the file's bytes, chunked as sentences are ready; "
+                "sse: speech.audio.delta events (base64 audio), then speech.audio.done "
+                "(usage counts the input's characters)",
+            },
         },
     }
+    openai_ok = _audio("audio, always streamed (chunked) unless served from the cache")
+    sse_event = {  # OpenAPI 3.1: a text/event-stream schema describes one event
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["speech.audio.delta", "speech.audio.done"]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": '{"type": <the event>, "audio": <base64>} or {"type": ..., '
+                '"usage": {"input_tokens", "output_tokens", "total_tokens"}}',
+            },
+        },
+    }
+    openai_ok["content"]["text/event-stream"] = {"schema": sse_event}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -110,14 +185,14 @@ def spec(config: Config) -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": tts_schema}},
                     },
-                    "responses": {"200": _audio("audio"), **ERRORS},
+                    "responses": {"200": _timed(_audio("audio")), **ERRORS},
                 },
                 "get": {
                     "summary": "Synthesize speech (query string, for IVR URL fetches)",
                     "operationId": "ttsGet",
                     **secured,
                     "parameters": query,
-                    "responses": {"200": _audio("audio"), **ERRORS},
+                    "responses": {"200": _timed(_audio("audio")), **ERRORS},
                 },
             },
             "/v1/audio/speech": {
@@ -129,7 +204,7 @@ def spec(config: Config) -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": openai_schema}},
                     },
-                    "responses": {"200": _audio("audio"), **ERRORS},
+                    "responses": {"200": openai_ok, **ERRORS},
                 }
             },
             "/v1/voices": {

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sambertd import __version__, audio, openapi, service
+from sambertd import __version__, audio, openapi, service, sse
 from sambertd.auth import ADMIN, SYNTHESIZE, AuthError, RateLimiter, allowed, retry_after
 from sambertd.config import MAX_BODY_CEILING
 from sambertd.errors import CLIENT_CLOSED, Failure, error_response, failure_for
@@ -278,9 +278,16 @@ async def tts_get(request: web.Request) -> web.StreamResponse:
 
 
 async def openai_speech(request: web.Request) -> web.StreamResponse:
+    """OpenAI's speech route: always a stream, as OpenAI answers (chunked, sent as units are
+    synthesized), raw audio or Server-Sent Events.  A cache hit leaves whole, as events too
+    when asked; errors before the first byte are JSON like everywhere else."""
     max_chars = request[RUNTIME].config.server.max_request_chars
     call = openai_call(await _json_body(request), max_chars=max_chars)
-    return await service.synthesize(request.app[STATE], request, call)
+    request[sse.SSE] = call.sse
+    response = await service.synthesize(request.app[STATE], request, call)
+    if call.sse and isinstance(response, web.Response):
+        return sse.whole(response, len(call.request.text))
+    return response
 
 
 async def voices(request: web.Request) -> web.Response:

@@ -14,13 +14,19 @@ sends the final chunk.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
-from sambertd import audio
+from sambertd import audio, sse, subtitles, timeline
 from sambertd.cache import Entry
+from sambertd.frontend import Unit
+from sambertd.pool import checkpoint
 from sambertd.runtime import Runtime
 from sambertd.state import AUDIT, RUNTIME, STREAM, State
 from sambertd.synth import Plan, Route
@@ -54,28 +60,63 @@ async def synthesize(state: State, http: web.Request, call: TtsCall) -> web.Stre
         info["voice"] = route.voice.id
         key = runtime.synthesizer.cache_key(route, runtime.config.cache.namespace)
         hit = await runtime.cache.get(key)
-        if hit is not None:
+        if hit is not None and (hit[0].timing or not call.timed):
             info.update(cache=hit[1], audio_s=round(hit[0].duration, 3))
-            return _respond(hit[0], hit[1], route.degraded)
+            return _answer(call, route, hit[0], hit[1])
         if call.stream:
-            return await _stream(state, runtime, http, route, key)
+            return await _stream(state, runtime, http, call, route, key)
         deadline = time.monotonic() + runtime.config.server.request_timeout_s
         entry, shared = await runtime.cache.single_flight(
             key, lambda: _produce(state, runtime, route, deadline)
         )
         source = "shared" if shared else "miss"
         info.update(cache=source, audio_s=round(entry.duration, 3))
-        return _respond(entry, source, route.degraded)
+        return _answer(call, route, entry, source)
     finally:
         state.active -= 1
         state.served += 1
 
 
 async def _route(runtime: Runtime, call: TtsCall) -> Route:
-    synthesizer = runtime.synthesizer
+    route = functools.partial(
+        runtime.synthesizer.route, call.request, call.stream, origins=call.timed
+    )
     if len(call.request.text) <= INLINE_ROUTE_CHARS:
-        return synthesizer.route(call.request, call.stream)
-    return await asyncio.to_thread(synthesizer.route, call.request, call.stream)
+        return route()
+    return await asyncio.to_thread(route)
+
+
+def _answer(call: TtsCall, route: Route, entry: Entry, cache: str) -> web.Response:
+    """The audio as it is, or — when timestamps or subtitles were asked for — a JSON
+    object with the audio in base64 next to them."""
+    if not call.timed:
+        return _respond(entry, cache, route.degraded)
+    if call.stream:  # the lines a live timed stream sends, in one: audio, then the close
+        first = _line(call, route, entry.audio, route.units, entry.timing)
+        last = _last_line(call, route, entry.timing, entry.duration)
+        headers = {**_headers(entry, cache, route.degraded), "Content-Type": NDJSON}
+        return web.Response(body=first + last, headers=headers)
+    stamps = timeline.timestamps(route.request.text, route.units, entry.timing, route.ssml)
+    body: dict[str, Any] = {
+        "audio": base64.b64encode(entry.audio).decode("ascii"),
+        "content_type": entry.content_type,
+        "format": route.format.name,
+        "sample_rate": entry.sample_rate,
+        "duration_ms": round(entry.duration * 1000),
+        "voice": entry.voice,
+    }
+    if call.timestamps:
+        body["timestamps"] = stamps
+    if call.subtitles:
+        found = subtitles.cues(route.request.text, stamps, route.ssml)
+        body["subtitles"] = subtitles.render(found, call.subtitles)
+    response = web.json_response(body, dumps=_dumps)
+    response.headers.update(_headers(entry, cache, route.degraded))
+    return response
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 async def _produce(state: State, runtime: Runtime, route: Route, deadline: float) -> Entry:
@@ -91,49 +132,58 @@ async def _produce(state: State, runtime: Runtime, route: Route, deadline: float
     )
 
 
-def _respond(entry: Entry, cache: str, degraded: bool) -> web.Response:
-    headers = {
+def _headers(entry: Entry, cache: str, degraded: bool) -> dict[str, str]:
+    return {
         "X-Audio-Duration": f"{entry.duration:.3f}",
         "X-Voice": entry.voice,
         "X-Sample-Rate": str(entry.sample_rate),
         "X-Cache": cache,
         **({"X-Degraded": "1"} if degraded or entry.degraded else {}),
     }
+
+
+def _respond(entry: Entry, cache: str, degraded: bool) -> web.Response:
+    headers = _headers(entry, cache, degraded)
     return web.Response(body=entry.audio, content_type=entry.content_type, headers=headers)
 
 
 class _Keeper:
-    """A stream's chunks, kept for the cache only while the whole would still be stored:
-    memory per stream stays bounded by ``cache.max_entry_bytes`` (nothing with the cache
-    off), and the file is joined in one copy at the end."""
+    """A stream's complete file (its encoder's), kept for the cache only while it would still
+    be stored: memory per stream stays bounded by ``cache.max_entry_bytes`` plus one unit
+    (nothing with the cache off)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, encoder: audio.Encoder) -> None:
         self._cache = runtime.cache
-        self.chunks: list[bytes] | None = [] if self._cache.keeps(0) else None
-        self.size = 0
+        self._encoder = encoder
+        self.check()
 
-    def add(self, chunk: bytes) -> None:
-        if self.chunks is None:
-            return
-        self.size += len(chunk)
-        if self._cache.keeps(self.size):
-            self.chunks.append(chunk)
-        else:
-            self.chunks = None
+    def check(self) -> None:
+        """Called after each unit: past the limit, the encoder stops keeping the file."""
+        if not self._cache.keeps(self._encoder.size):
+            self._encoder.drop()
 
 
 async def _stream(
-    state: State, runtime: Runtime, http: web.Request, route: Route, key: str
+    state: State, runtime: Runtime, http: web.Request, call: TtsCall, route: Route, key: str
 ) -> web.StreamResponse:
-    """One chunk per unit; the first leaves as soon as unit one is synthesized.  Each unit is
-    its own pool job, so a client that leaves frees the queue at once."""
+    """One chunk per unit, encoded as it comes (:class:`~sambertd.audio.Encoder`, any
+    format); the first leaves as soon as unit one is synthesized.  Each unit is its own pool
+    job, so a client that leaves frees the queue at once.  The encoder's complete file is
+    what a plain request of the same units gets, so it goes to the cache under the same key.
+    On the OpenAI route with ``stream_format: "sse"`` each chunk leaves as an event; with
+    timestamps or subtitles asked for, as a JSON line with its unit's timestamps (NDJSON)."""
     started = time.perf_counter()
     timeout = runtime.config.server.request_timeout_s
     pool, synthesizer = runtime.pool, runtime.synthesizer
     plan: Plan = await pool.run(synthesizer.plan, route, deadline=time.monotonic() + timeout)
+    events = http.get(sse.SSE, False)
     response = web.StreamResponse(
         headers={
-            "Content-Type": route.format.content_type,
+            "Content-Type": sse.CONTENT_TYPE
+            if events
+            else NDJSON
+            if call.timed
+            else route.format.content_type,
             "X-Voice": route.voice.id,
             "X-Sample-Rate": str(route.rate),
             "X-Cache": "miss",
@@ -141,37 +191,101 @@ async def _stream(
         }
     )
     response.enable_chunked_encoding()
-    keeper = _Keeper(runtime)
+    encoder = audio.Encoder(route.format, route.rate)
+    keeper = _Keeper(runtime, encoder)
+    last = len(plan.sentences) - 1
+
+    def frame(data: bytes, index: int | None = None) -> bytes:
+        if events:
+            return sse.delta(data)
+        if call.timed:
+            at = slice(index, index + 1) if index is not None else slice(0)
+            return _line(call, route, data, route.units[at], plan.timeline[at])
+        return data
+
+    def unit(i: int) -> tuple[bytes, float]:
+        """In the worker: synthesize and encode unit ``i`` (the tail too, after the last)."""
+        pcm = plan.output(i)
+        checkpoint()  # its request gone meanwhile: the encoder is not touched again
+        data = encoder.push(pcm)
+        if i == last:
+            data += encoder.finish()
+        return data, len(pcm) / plan.rate
+
     total = 0.0
     state.streams += 1
     try:
         for i in range(len(plan.sentences)):
-            chunk, seconds = await pool.run(plan.chunk, i, deadline=time.monotonic() + timeout)
+            chunk, seconds = await pool.run(unit, i, deadline=time.monotonic() + timeout)
             if i == 0:
                 http[STREAM] = response
                 await response.prepare(http)
-                if route.format.name == "wav":
-                    await _write(response, audio.wav_stream_header(route.rate), timeout)
+                if call.timed:  # the header rides in the first line
+                    chunk = encoder.header + chunk
+                elif encoder.header:
+                    await _write(response, frame(encoder.header), timeout)
                 state.metrics.first_chunk.observe(time.perf_counter() - started)
-            await _write(response, chunk, timeout)
-            keeper.add(chunk)
+            if chunk or call.timed:  # an encoder may hold a short unit back (a frame, a page)
+                await _write(response, frame(chunk, i), timeout)
+            keeper.check()
             total += seconds
+        if events and response.prepared:
+            await _write(response, sse.done(len(route.request.text)), timeout)
+        if call.timed and response.prepared:
+            await _write(response, _last_line(call, route, plan.timeline, total), timeout)
     finally:
         state.streams -= 1
     engine = route.rung.engine.name
     account(state, engine, route.voice.id, total, time.perf_counter() - started)
     http[AUDIT].update(cache="miss", audio_s=round(total, 3))
-    if keeper.chunks is not None:
-        pieces = keeper.chunks
-        body = (
-            audio.wav_from_int16(pieces, route.rate)
-            if route.format.name == "wav"
-            else b"".join(pieces)
+    complete = encoder.complete
+    if complete is not None:
+        entry = Entry(
+            audio=complete,
+            content_type=route.format.content_type,
+            sample_rate=route.rate,
+            duration=total,
+            voice=route.voice.id,
+            engine=engine,
+            timing=tuple(plan.timeline),
         )
-        keeper.chunks = None
-        entry = Entry(body, route.format.content_type, route.rate, total, route.voice.id, engine)
         await runtime.cache.put(key, entry)
     return response
+
+
+NDJSON = "application/x-ndjson"
+
+
+def _line(
+    call: TtsCall,
+    route: Route,
+    data: bytes,
+    units: Sequence[Unit],
+    timing: Sequence[timeline.UnitTiming],
+) -> bytes:
+    """One NDJSON line of a timed stream: a piece of the audio file (base64) and when the
+    characters of its units are spoken (ms from the start of the whole audio)."""
+    body: dict[str, Any] = {"audio": base64.b64encode(data).decode("ascii")}
+    if units and call.timestamps:
+        body["timestamps"] = timeline.timestamps(route.request.text, units, timing, route.ssml)
+    return (_dumps(body) + "\n").encode()
+
+
+def _last_line(
+    call: TtsCall, route: Route, timing: Sequence[timeline.UnitTiming], seconds: float
+) -> bytes:
+    """The closing line: the length, and the subtitles (they need every unit's timing)."""
+    body: dict[str, Any] = {
+        "done": True,
+        "format": route.format.name,
+        "sample_rate": route.rate,
+        "duration_ms": round(seconds * 1000),
+    }
+    if call.subtitles:
+        stamps = timeline.timestamps(route.request.text, route.units, timing, route.ssml)
+        found = subtitles.cues(route.request.text, stamps, route.ssml)
+        body["subtitles"] = subtitles.render(found, call.subtitles)
+    return (_dumps(body) + "\n").encode()
 
 
 async def _write(response: web.StreamResponse, data: bytes, timeout: float) -> None:

@@ -33,17 +33,21 @@ from sambertd.engines import (
     Engine,
     EngineError,
     Pcm,
+    Prosody,
+    Speech,
     UnknownVoiceError,
     UnsupportedInput,
     Voice,
     create,
 )
-from sambertd.frontend import Frontend, Sentence
+from sambertd.frontend import Frontend, Scale, Sentence, Unit
+from sambertd.frontend.types import NEUTRAL
 from sambertd.pool import checkpoint
+from sambertd.timeline import UnitTiming, unit_timing
 from sambertd.types import Request, Result
 
 log = logging.getLogger(__name__)
-KEY_VERSION = "v2"
+KEY_VERSION = "v3"
 # Encoders and resampler: their releases can change the bytes of a given waveform.
 ENCODING_LIBRARIES = ("soxr", "soundfile", "numpy")
 
@@ -61,12 +65,15 @@ class Rung:
     breaker: CircuitBreaker
     warm: bool = False  # loaded and ran its warm-up sentence
 
-    def synthesize(self, sentence: Sentence, voice: Voice, request: Request) -> Pcm:
+    def synthesize(
+        self, sentence: Sentence, voice: Voice, request: Request, scale: Scale = NEUTRAL
+    ) -> Speech:
         """Synthesize and count the outcome; an engine fault becomes an :class:`EngineError`.
         A client's mistake (unknown voice, unsupported input) is re-raised as it is and
         never counts against the breaker."""
+        prosody = scaled(request.prosody, scale, voice)
         try:
-            pcm = self.engine.synthesize(sentence, voice.id, request.emotion, request.prosody)
+            speech = self.engine.speak(sentence, voice.id, request.emotion, prosody)
         except (UnknownVoiceError, UnsupportedInput):
             raise
         except Exception as exc:
@@ -74,7 +81,22 @@ class Rung:
             log.error("engine %s failed: %s", self.engine.name, exc)
             raise EngineError(f"engine {self.engine.name} failed: {exc}") from exc
         self.breaker.record(True)
-        return pcm
+        return speech
+
+
+def scaled(prosody: Prosody, scale: Scale, voice: Voice) -> Prosody:
+    """The request's prosody times SSML's, clamped to what engines render; a control the
+    voice does not have is left as it is (SSML prosody is a hint, W3C lets us ignore it)."""
+    if scale == NEUTRAL:
+        return prosody
+
+    def one(name: str, lo: float, hi: float) -> float:
+        value = getattr(prosody, name)
+        if name not in voice.controls:
+            return float(value)
+        return min(hi, max(lo, float(value) * float(getattr(scale, name))))
+
+    return Prosody(one("speed", 0.5, 2.0), one("pitch", 0.5, 2.0), one("volume", 0.0, 2.0))
 
 
 def make_rung(engine: Engine, config: Config, clock: Callable[[], float] = time.monotonic) -> Rung:
@@ -191,10 +213,20 @@ class Synthesizer:
             if rung.breaker.state == "closed":
                 rung.engine.provision(concurrency)
 
-    def route(self, request: Request, stream: bool = False, avoid: int | None = None) -> Route:
-        """Which engine, voice, format and rate serve ``request``, and its unit texts: cheap
-        (no dictionary), so the daemon can build a cache key before any synthesis.  Anything
-        the chosen voice cannot do fails here, as a client error, before work is queued."""
+    def route(
+        self,
+        request: Request,
+        stream: bool = False,
+        avoid: int | None = None,
+        origins: bool = False,
+    ) -> Route:
+        """Which engine, voice, format and rate serve ``request``, and its units: cheap (no
+        dictionary), so the daemon can build a cache key before any synthesis.  Anything
+        the chosen voice cannot do fails here, as a client error, before work is queued.
+        ``origins``: map unit characters back to the client's text (for timestamps)."""
+        doc = self.frontend.document(request.text, request.ssml)
+        if doc.voice and not request.voice:  # <speak voice="…">, unless the call names one
+            request = dataclasses.replace(request, voice=doc.voice)
         rung, voice, degraded = self.resolve(request.voice, avoid)
         emotion = request.emotion
         if degraded and emotion not in voice.emotions:
@@ -206,8 +238,8 @@ class Synthesizer:
         fmt = audio.get_format(request.format)
         rate = audio.output_rate(fmt, request.sample_rate, voice.sample_rate)
         first = self.config.frontend.stream_first_chars if stream else None
-        units = self.frontend.pieces(request.text, first)
-        return Route(request, rung, voice, fmt, rate, units, degraded)
+        units = self.frontend.units(doc, first, origins)
+        return Route(request, rung, voice, fmt, rate, units, degraded, doc.ssml)
 
     def shape(self, rung: Rung) -> str:
         """What shapes the audio besides the request itself: the front-end's fingerprint
@@ -220,7 +252,7 @@ class Synthesizer:
         fields = [
             KEY_VERSION,
             self.shape(route.rung),
-            list(route.units),
+            [u.key() for u in route.units],
             route.voice.id,
             r.emotion,
             round(p.speed, 4),
@@ -234,10 +266,8 @@ class Synthesizer:
 
     def plan(self, route: Route) -> Plan:
         """Run the front-end's G2P on the route's units: everything but the engine."""
-        voice = route.voice
-        pause = audio.silence(self.config.frontend.sentence_pause_ms / 1000, voice.sample_rate)
         sentences = self.frontend.read(route.units)
-        return Plan(route, sentences, pause, self.on_unit)
+        return Plan(route, sentences, self.config.frontend.sentence_pause_ms, self.on_unit)
 
     def render(
         self,
@@ -252,7 +282,11 @@ class Synthesizer:
         except EngineError:
             if route.degraded or not self.config.engine.degrade:
                 raise
-            fallback = self.route(route.request, avoid=self.rungs.index(route.rung))
+            fallback = self.route(
+                route.request,
+                avoid=self.rungs.index(route.rung),
+                origins=bool(route.units[0].origins),
+            )
             return self.plan(fallback).render(on_sentence)
 
 
@@ -266,8 +300,9 @@ class Route:
     voice: Voice
     format: Format
     rate: int
-    units: tuple[str, ...]
+    units: tuple[Unit, ...]
     degraded: bool = False
+    ssml: bool = False
 
 
 class Plan:
@@ -279,12 +314,14 @@ class Plan:
         self,
         route: Route,
         sentences: list[Sentence],
-        pause: Pcm,
+        pause_ms: int,
         on_unit: Callable[[str], None] | None = None,
     ) -> None:
         self.route = route
         self.sentences = sentences
-        self.pause = pause
+        self.pause_ms = pause_ms
+        self.timeline: list[UnitTiming] = []  # one per unit output so far
+        self._clock = 0  # samples at the voice's rate so far
         self._on_unit = on_unit
         self._resampler = Resampler(route.voice.sample_rate, route.rate)
         self._next = 0
@@ -299,13 +336,23 @@ class Plan:
         return self.route.format
 
     def native(self, index: int) -> Pcm:
-        """Unit ``index`` at the voice's rate, followed by the pause unless it is last."""
-        route = self.route
-        pcm = route.rung.synthesize(self.sentences[index], route.voice, route.request)
+        """Unit ``index`` at the voice's rate with the silence around it: SSML breaks where
+        the client put them, else the sentence pause between units (none after the last)."""
+        route, unit, sentence = self.route, self.route.units[index], self.sentences[index]
+        rate = route.voice.sample_rate
+        speech = route.rung.synthesize(sentence, route.voice, route.request, unit.scale)
         if self._on_unit is not None:
             self._on_unit(route.rung.engine.name)
-        if index < len(self.sentences) - 1:
-            pcm = np.concatenate([pcm, self.pause])
+        last = index == len(self.sentences) - 1
+        after = unit.pause_after_ms
+        if after is None:
+            after = 0 if last else self.pause_ms
+        before = audio.silence(unit.pause_before_ms / 1000, rate)
+        gap = audio.silence(after / 1000, rate)
+        start = self._clock + len(before)
+        self.timeline.append(unit_timing(sentence, speech, start, rate, len(before), len(gap)))
+        pcm = np.concatenate([before, speech.pcm, gap])
+        self._clock += len(pcm)
         return pcm
 
     def output(self, index: int) -> Pcm:
@@ -318,12 +365,6 @@ class Plan:
             pcm = self._resampler.push(self.native(index), last=index == len(self.sentences) - 1)
             self._next += 1
             return pcm
-
-    def chunk(self, index: int) -> tuple[bytes, float]:
-        """Unit ``index`` as 16-bit PCM at the output rate, and its duration: a stream's
-        unit (the WAV stream header, if any, is sent once before the first chunk)."""
-        pcm = self.output(index)
-        return audio.to_int16(pcm), len(pcm) / self.rate
 
     def render(self, on_sentence: Callable[[int, int], None] | None = None) -> Result:
         """Every unit, encoded as one file."""
@@ -343,4 +384,5 @@ class Plan:
             voice=route.voice.id,
             engine=route.rung.engine.name,
             degraded=route.degraded,
+            timing=tuple(self.timeline),
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sambertd import audio
 from sambertd.audio import Format
 from sambertd.engines.base import Prosody
+from sambertd.timeline import UnitTiming
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Request:
     prosody: Prosody = field(default_factory=Prosody)
     format: str = "wav"
     sample_rate: int | None = None
+    ssml: bool | None = None  # None: SSML when the text starts with <speak
 
     def __post_init__(self) -> None:
         fmt = audio.get_format(self.format)
@@ -42,3 +44,4 @@ class Result:
     voice: str
     engine: str
     degraded: bool = False
+    timing: tuple[UnitTiming, ...] = ()  # per unit, for timestamps and subtitles

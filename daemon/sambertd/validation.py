@@ -26,8 +26,17 @@ TTS_FIELDS = (
     "pitch",
     "volume",
     "stream",
+    "text_type",
+    "timestamps",
+    "subtitles",
 )
-STREAM_FORMATS = ("wav", "pcm")
+TEXT_TYPES = ("text", "ssml")
+SUBTITLES = ("srt", "vtt")
+# Every format streams (audio.Encoder): WAV-family headers go out open-ended, other
+# containers as libsndfile appends them.
+STREAM_FORMATS = tuple(audio.FORMATS)
+# What OpenAI's response_format takes; aac is refused (libsndfile has no AAC encoder).
+OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 # OpenAI's voice names; they map to our default voice so OpenAI clients work unchanged.
 OPENAI_VOICES = (
     "alloy",
@@ -41,6 +50,8 @@ OPENAI_VOICES = (
     "sage",
     "shimmer",
     "verse",
+    "marin",
+    "cedar",
 )
 
 
@@ -61,6 +72,13 @@ class ApiError(Exception):
 class TtsCall:
     request: Request
     stream: bool
+    timestamps: bool = False  # answer JSON: audio plus when each character is spoken
+    subtitles: str | None = None  # "srt" or "vtt", in that JSON answer
+    sse: bool = False  # a stream as OpenAI's Server-Sent Events (stream_format "sse")
+
+    @property
+    def timed(self) -> bool:
+        return self.timestamps or self.subtitles is not None
 
 
 def _invalid(name: str, why: str) -> ApiError:
@@ -170,24 +188,47 @@ def tts_call(
         ),
         format=fmt,
         sample_rate=_integer(raw, "sample_rate", from_query) or (default_rate or None),
+        ssml=_text_type(raw),
     )
-    return TtsCall(request, stream)
+    subtitles = _string(raw, "subtitles", "") or None
+    if subtitles is not None and subtitles not in SUBTITLES:
+        raise _invalid("subtitles", f"must be one of {', '.join(SUBTITLES)}")
+    return TtsCall(request, stream, _flag(raw, "timestamps", from_query), subtitles)
+
+
+def _text_type(raw: Mapping[str, Any]) -> bool | None:
+    """``text_type``: "ssml" or "text"; absent, text starting with ``<speak`` is SSML."""
+    value = _string(raw, "text_type", "")
+    if value and value not in TEXT_TYPES:
+        raise _invalid("text_type", f"must be one of {', '.join(TEXT_TYPES)}")
+    return None if not value else value == "ssml"
 
 
 def openai_call(raw: Any, *, max_chars: int) -> TtsCall:
     """Validate an OpenAI ``/v1/audio/speech`` body and map it onto our request.
 
     ``model`` is accepted and ignored (the voice picks the engine); OpenAI voice names map to
-    our default voice; ``speed`` 0.25–4.0 is clamped to what our engines do (0.5–2.0);
-    ``pcm`` is 24 kHz 16-bit like OpenAI's.  Unknown extra fields are ignored, as OpenAI does.
+    our default voice, a voice object ``{"id": ...}`` names one of ours; ``speed`` 0.25–4.0
+    is clamped to what our engines do (0.5–2.0); ``pcm`` is 24 kHz 16-bit like OpenAI's.
+    Always a stream, as OpenAI answers: raw audio, or with ``stream_format: "sse"`` events.
+    Unknown extra fields (``instructions``) are ignored, as OpenAI does for models without.
     """
     if not isinstance(raw, Mapping):
         raise ApiError(422, "invalid_body", "the JSON body must be an object")
     _string(raw, "model", "tts-1")
-    voice = _string(raw, "voice", "")
+    voice_object = raw.get("voice")
+    if isinstance(voice_object, Mapping):
+        voice = _string(voice_object, "id", "")
+    else:
+        voice = _string(raw, "voice", "")
     fmt = _string(raw, "response_format", "mp3")
-    if fmt not in ("mp3", "wav", "pcm"):
-        raise _invalid("response_format", "supported: mp3, wav, pcm")
+    served = [f for f in OPENAI_FORMATS if f in audio.FORMATS]
+    if fmt not in served:
+        why = "no AAC encoder here" if fmt == "aac" else f"unknown format {fmt[:16]!r}"
+        raise _invalid("response_format", f"{why}; supported: {', '.join(served)}")
+    stream_format = _string(raw, "stream_format", "audio")
+    if stream_format not in ("audio", "sse"):
+        raise _invalid("stream_format", "must be audio or sse")
     speed = _number(raw, "speed", 1.0, 0.25, 4.0, from_query=False)
     request = Request(
         text=text_field(raw, "input", max_chars),
@@ -196,4 +237,4 @@ def openai_call(raw: Any, *, max_chars: int) -> TtsCall:
         format=fmt,
         sample_rate=24000 if fmt == "pcm" else None,
     )
-    return TtsCall(request, stream=False)
+    return TtsCall(request, stream=True, sse=stream_format == "sse")

@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from sambertd.engines.base import WARM_UP_SENTENCE, Engine, EngineError, Pcm, Prosody, Voice
+from sambertd.engines.base import (
+    WARM_UP_SENTENCE,
+    Engine,
+    EngineError,
+    Pcm,
+    Prosody,
+    Speech,
+    Voice,
+)
 from sambertd.frontend.types import Sentence
 
 log = logging.getLogger(__name__)
@@ -212,7 +220,10 @@ class _Runtime:
         self.acoustic = Interpreter(model_content=acoustic, num_threads=threads)
         self.vocoder = Interpreter(model_content=vocoder, num_threads=threads)
         self._acoustic_in = self.acoustic.get_input_details()
-        self._mel_out = self.acoustic.get_output_details()[1]["index"]
+        outputs = self.acoustic.get_output_details()
+        self._mel_out = outputs[1]["index"]
+        # frames per input symbol: the only integer output of the graph
+        self._durations_out = next(o["index"] for o in outputs if o["dtype"] == np.int32)
         self._voc_in = self.vocoder.get_input_details()[0]["index"]
         self._voc_out = self.vocoder.get_output_details()[0]["index"]
         self.window, self.context = window, context
@@ -236,6 +247,10 @@ class _Runtime:
             self.acoustic.set_tensor(detail["index"], value)
         self.acoustic.invoke()
         return np.asarray(self.acoustic.get_tensor(self._mel_out))
+
+    def durations(self) -> np.ndarray[Any, Any]:
+        """Mel frames per input symbol of the last :meth:`mel` call (speed applied)."""
+        return np.asarray(self.acoustic.get_tensor(self._durations_out)[0], dtype=np.int64)
 
     def _vocode(self, mel: np.ndarray[Any, Any]) -> Pcm:
         self.vocoder.set_tensor(self._voc_in, np.ascontiguousarray(mel, dtype=np.float32))
@@ -360,22 +375,30 @@ class BakerEngine(Engine):
         """Baker symbols: initials/finals with tones, ``#0`` inside words, ``#1`` between words,
         ``#3`` at in-sentence punctuation, ``sil`` at both ends — the marks the corpus was
         labelled with, so the acoustic model hears the prosody it was trained on."""
+        return self._layout(sentence)[0]
+
+    def _layout(self, sentence: Sentence) -> tuple[list[str], list[tuple[int, int]]]:
+        """The symbols, and per syllable the [first, last + 1) symbols it became (empty for
+        a syllable the corpus has no phones for): what maps durations back to syllables."""
         self.load()
         out = ["sil"]
+        spans: list[tuple[int, int]] = []
         for word in sentence.words:
             if word.is_punctuation:
                 if out[-1] in ("#0", "#1"):
                     out[-1] = "#3"
                 continue
             for syllable in word.pinyin:
+                start = len(out)
                 out.extend(self._syllable(syllable))
+                spans.append((start, len(out)))
                 out.append("#0")
             if out[-1] == "#0":
                 out[-1] = "#1"
         if out[-1] in ("#0", "#1", "#3"):
             out.pop()
         out.append("sil")
-        return out
+        return out, spans
 
     def _syllable(self, syllable: str) -> Iterable[str]:
         """Split a TONE3 syllable into the corpus's initial and toned final."""
@@ -391,12 +414,22 @@ class BakerEngine(Engine):
         return (pair[0], pair[1] + tone)
 
     def _synthesize(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Pcm:
-        ids = self._ids(sentence)
-        if not ids:
-            return np.zeros(0, dtype=np.float32)
+        return self._speak(sentence, voice, emotion, prosody).pcm
+
+    def _speak(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Speech:
+        """Audio plus each syllable's samples, from FastSpeech2's own durations (frames per
+        symbol, HOP samples per frame)."""
+        symbols, spans = self._layout(sentence)
+        if len(symbols) <= 2:
+            return Speech(np.zeros(0, dtype=np.float32), tuple((0, 0) for _ in spans), True)
+        ids = [self._symbols[s] for s in symbols] + [self._symbols["eos"]]
         with self._runtime() as runtime:
             mel = runtime.mel(ids, prosody.speed, prosody.pitch)
-            return runtime.audio(mel) * np.float32(prosody.volume)
+            frames = runtime.durations()
+            pcm = runtime.audio(mel) * np.float32(prosody.volume)
+        edges = np.concatenate([[0], np.cumsum(frames)]) * HOP
+        timing = tuple((int(edges[a]), int(edges[b])) for a, b in spans)
+        return Speech(pcm, timing, True)
 
     def _ids(self, sentence: Sentence) -> list[int]:
         """Symbol ids for the acoustic model; empty when there is nothing to say."""

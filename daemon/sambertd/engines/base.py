@@ -9,6 +9,7 @@ threads while the asyncio event loop keeps running.
 from __future__ import annotations
 
 import abc
+import itertools
 import threading
 from dataclasses import dataclass
 
@@ -20,6 +21,18 @@ from sambertd.frontend.types import Sentence, Word
 Pcm = npt.NDArray[np.float32]
 """Mono float32 samples in [-1, 1] at the voice's native sample rate."""
 WARM_UP_SENTENCE = Sentence("你好。", (Word("你好", ("ni2", "hao3")), Word("。", ())))
+
+
+@dataclass(frozen=True)
+class Speech:
+    """One sentence's audio and where each of its syllables lies in it: ``syllables[k]`` is
+    the [start, end) sample range of syllable ``k`` of ``sentence.syllables``.  ``measured``
+    says the engine reported its durations (FastSpeech2 and Sambert do); otherwise they are
+    spread evenly over the voiced part of the audio."""
+
+    pcm: Pcm
+    syllables: tuple[tuple[int, int], ...]
+    measured: bool
 
 
 class EngineError(RuntimeError):
@@ -157,10 +170,26 @@ class Engine(abc.ABC):
         prosody: Prosody | None = None,
     ) -> Pcm:
         """Synthesize one sentence; loads the engine on first use."""
+        return self.speak(sentence, voice_id, emotion, prosody).pcm
+
+    def speak(
+        self,
+        sentence: Sentence,
+        voice_id: str,
+        emotion: str = "neutral",
+        prosody: Prosody | None = None,
+    ) -> Speech:
+        """Synthesize one sentence with its syllables' timing; loads on first use."""
         voice = self.voice(voice_id, emotion)
         self.load()
-        pcm = self._synthesize(sentence, voice, emotion, prosody or Prosody())
-        return np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
+        speech = self._speak(sentence, voice, emotion, prosody or Prosody())
+        pcm = np.clip(speech.pcm, -1.0, 1.0).astype(np.float32, copy=False)
+        return Speech(pcm, speech.syllables, speech.measured)
+
+    def _speak(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Speech:
+        """Engines that know their durations override this; the rest are estimated."""
+        pcm = self._synthesize(sentence, voice, emotion, prosody)
+        return Speech(pcm, estimate(pcm, len(sentence.syllables)), False)
 
     def warm_up(self) -> None:
         """Load and run one short sentence so the first real request pays no start-up cost."""
@@ -171,3 +200,14 @@ class Engine(abc.ABC):
     def provision(self, concurrency: int) -> None:  # noqa: B027 - optional hook, not abstract
         """Get ready for ``concurrency`` calls at once (per-call state such as interpreters),
         once the worker count is known.  Engines whose state is shared need nothing."""
+
+
+def estimate(pcm: Pcm, syllables: int) -> tuple[tuple[int, int], ...]:
+    """Syllables spread evenly over the voiced part (first to last sample above 2 % of the
+    peak): a fallback for engines that do not report durations."""
+    if syllables == 0:
+        return ()
+    loud = np.flatnonzero(np.abs(pcm) > 0.02 * float(np.abs(pcm).max(initial=0.0)))
+    start, end = (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, len(pcm))
+    edges = np.linspace(start, end, syllables + 1).round().astype(int)
+    return tuple((int(a), int(b)) for a, b in itertools.pairwise(edges))

@@ -126,13 +126,24 @@ class Symbolizer:
         self.phone_map, self.sets, self.speaker = phone_map, sets, speaker
 
     def symbols(self, sentence: Sentence, emotion: str = "neutral") -> str:
+        return self.timed(sentence, emotion)[0]
+
+    def timed(self, sentence: Sentence, emotion: str = "neutral") -> tuple[str, list[range]]:
+        """The symbol line, and per syllable of ``sentence.syllables`` the symbols it became:
+        the acoustic model gives one duration per symbol, so this maps them back."""
         emotion_field = self._emotion(emotion)
         tokens: list[str] = []
+        spans: list[range] = []
         for word in sentence.words:
             if word.is_punctuation:
                 self._break(tokens, 4 if word.text in SENTENCE_END else 3)
                 continue
-            phones = [p for syllable in word.pinyin for p in self._syllable(syllable)]
+            phones: list[tuple[str, str, str]] = []
+            for syllable in word.pinyin:
+                mine = list(self._syllable(syllable))
+                start = len(tokens) + len(phones)
+                spans.append(range(start, start + len(mine)))
+                phones.extend(mine)
             for i, (phone, tone, flag) in enumerate(phones):
                 where = "word_" + _position(i, len(phones))
                 tokens.append(self._token(phone, tone, flag, where, emotion_field))
@@ -140,7 +151,7 @@ class Symbolizer:
         if not tokens:
             raise SymbolError(f"nothing to say in {sentence.text!r}")
         self._break(tokens, 4)  # the end of the unit is the end of a sentence
-        return " ".join(tokens)
+        return " ".join(tokens), spans
 
     def _syllable(self, syllable: str) -> Iterable[tuple[str, str, str]]:
         base, tone = syllable[:-1], syllable[-1]

@@ -52,6 +52,12 @@ F0_MEAN_OVER_STD = 4.0
 class VoiceModel(Protocol):
     def forward(self, symbols: str, speed: float = 1.0, pitch: float = 1.0) -> Pcm: ...
 
+    def forward_timed(
+        self, symbols: str, speed: float = 1.0, pitch: float = 1.0
+    ) -> tuple[Pcm, list[int]]:
+        """The audio and how many of its samples each symbol got."""
+        ...
+
     def symbol_sets(self) -> SymbolSets | None: ...
 
 
@@ -210,6 +216,7 @@ class TorchVoice:
         self.am = self._voice.am  # the KanTtsSAMBERT torch module
         self.ling_unit = self._voice.ling_unit  # kantts' symbol tables for this model
         self._speed, self._pitch = 1.0, 1.0
+        self._frames: list[int] = []  # frames per symbol of the last utterance
         self._lock = threading.Lock()  # one utterance at a time per model (as Voice does)
         adaptor = self.am.variance_adaptor
         infer = adaptor.duration_predictor.infer
@@ -220,12 +227,16 @@ class TorchVoice:
         return SymbolSets.from_ling_unit(self.ling_unit)
 
     def _durations(self, log_durations: Any) -> Any:
-        """log(d + 1) → log(d / speed + 1): the length regulator sees d / speed frames."""
-        if self._speed == 1.0:
-            return log_durations
+        """log(d + 1) → log(d / speed + 1): the length regulator sees d / speed frames.
+        Also keeps the frames per symbol as the length regulator will round them
+        (``(d + 0.5).long()``), for timestamps."""
         torch = self._torch
-        frames = torch.clamp(torch.exp(log_durations) - 1, min=0) / self._speed
-        return torch.log(frames + 1)
+        frames = torch.clamp(torch.exp(log_durations.float()) - 1, min=0)
+        if self._speed != 1.0:
+            frames = frames / self._speed
+            log_durations = torch.log(frames + 1).to(log_durations.dtype)
+        self._frames = (frames + 0.5).long().flatten().tolist()
+        return log_durations
 
     def _f0(self, normalised: Any) -> Any:
         """(f0 - m) / s → (r·f0 - m) / s = r·x + (r - 1)·m / s."""
@@ -233,6 +244,13 @@ class TorchVoice:
         return normalised if r == 1.0 else normalised * r + (r - 1) * F0_MEAN_OVER_STD
 
     def forward(self, symbols: str, speed: float = 1.0, pitch: float = 1.0) -> Pcm:
+        return self.forward_timed(symbols, speed, pitch)[0]
+
+    def forward_timed(
+        self, symbols: str, speed: float = 1.0, pitch: float = 1.0
+    ) -> tuple[Pcm, list[int]]:
+        """The audio, and samples per symbol from the duration predictor (the vocoder turns
+        each mel frame into the same number of samples)."""
         torch = self._torch
         kind = "cuda" if self.device.startswith("cuda") else "cpu"
         with torch.autocast(kind, dtype=torch.float16, enabled=self.fp16):
@@ -240,7 +258,10 @@ class TorchVoice:
                 self._speed, self._pitch = speed, pitch
                 try:
                     mel = self._voice.am_forward(symbols)
+                    frames = self._frames
                 finally:
                     self._speed, self._pitch = 1.0, 1.0
             pcm = self._voice.vocoder_forward(mel.float())  # the vocoder runs in parallel
-        return np.asarray(pcm, dtype=np.float32)
+        audio = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        hop = len(audio) // max(1, int(mel.shape[0]))
+        return audio, [f * hop for f in frames]

@@ -24,12 +24,13 @@ import os
 import re
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from sambertd.engines.base import Engine, EngineError, Pcm, Prosody, Voice
+from sambertd.engines.base import Engine, EngineError, Pcm, Prosody, Speech, Voice
 from sambertd.engines.kantts_symbols import PhoneMap, Symbolizer
 from sambertd.engines.modelscope_backend import Backend, ModelscopeBackend, VoiceModel
 from sambertd.engines.sambert_model import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 SAMPLE_RATE = 16000
 # KAN-TTS emotion_* values (kantts/utils/ling_unit/emotion_types.py) that the *_emo voices
 # are trained on; clients name them without the prefix.
@@ -222,16 +224,19 @@ class SambertEngine(Engine):
 
     def _forward(self, voice: str, symbols: str, prosody: Prosody) -> Pcm:
         """One utterance; a CUDA out-of-memory frees the cache and retries once on CPU."""
+        return self._on_device(voice, lambda m: m.forward(symbols, prosody.speed, prosody.pitch))
+
+    def _on_device(self, voice: str, run: Callable[[VoiceModel], _T]) -> _T:
         device = self.device
         try:
-            return self._model(voice, device).forward(symbols, prosody.speed, prosody.pitch)
+            return run(self._model(voice, device))
         except Exception as exc:
             if device == "cpu" or not self.backend.is_oom(exc):
                 raise
             self.oom_retries += 1
             log.warning("CUDA out of memory on %s; retrying this request on CPU", device)
             self.backend.free(device)
-            return self._model(voice, "cpu").forward(symbols, prosody.speed, prosody.pitch)
+            return run(self._model(voice, "cpu"))
 
     def check_health(self) -> None:
         """Re-probe the GPU (the daemon calls this periodically): a GPU that fails flips the
@@ -266,6 +271,21 @@ class SambertEngine(Engine):
             with self._models_lock:
                 self._symbolizers[voice] = found
         return found
+
+    def _speak(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Speech:
+        """With our own symbols, timing from KAN-TTS's duration predictor (samples per
+        symbol, mapped back to syllables); ttsfrd's symbols cannot be mapped back, so with
+        ttsfrd the timing is estimated."""
+        if self.frontend_mode != "builtin":
+            return super()._speak(sentence, voice, emotion, prosody)
+        line, spans = self._symbolizer(voice.id).timed(sentence, emotion)
+        pcm, samples = self._on_device(
+            voice.id, lambda m: m.forward_timed(line, prosody.speed, prosody.pitch)
+        )
+        edges = np.concatenate([[0], np.cumsum(samples)]).astype(int)
+        end = len(pcm)
+        timing = tuple((int(min(edges[r.start], end)), int(min(edges[r.stop], end))) for r in spans)
+        return Speech(pcm * np.float32(prosody.volume), timing, True)
 
     def _synthesize(self, sentence: Sentence, voice: Voice, emotion: str, prosody: Prosody) -> Pcm:
         lines = self.symbols(sentence, voice.id, emotion)

@@ -2,7 +2,10 @@
 
 The pipeline is a straight line, each step its own module and testable alone::
 
-    clean (cleanup.py) → normalize (normalize.py) → split (split.py) → g2p (g2p.py)
+    [ssml.py] → clean (cleanup.py) → normalize (normalize.py) → split (split.py) → g2p (g2p.py)
+
+SSML is parsed first into spans and breaks; plain text is one span.  ``layout.py`` runs the
+middle steps per span and cuts units at breaks and sentence elements.
 
 It is engine-independent: engines receive :class:`Sentence` objects with TONE3 syllables and
 map them to their own symbol sets.  The first three steps are cheap regex work (``pieces``);
@@ -14,18 +17,32 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sambertd import __version__, library_versions
 from sambertd.config import FrontendConfig
-from sambertd.frontend import lexicon, split
+from sambertd.frontend import lexicon
 from sambertd.frontend.cleanup import clean
 from sambertd.frontend.errors import EMPTY_TEXT, TEXT_TOO_LONG, UNSPEAKABLE_TEXT, FrontendError
 from sambertd.frontend.g2p import G2P
+from sambertd.frontend.layout import layout
 from sambertd.frontend.normalize import normalize
-from sambertd.frontend.types import Sentence, Word
+from sambertd.frontend.ssml import Document, Span, SsmlError, looks_like_ssml
+from sambertd.frontend.ssml import parse as parse_ssml
+from sambertd.frontend.types import Part, Scale, Sentence, Unit, Word
 
-__all__ = ["Frontend", "FrontendError", "Sentence", "Word"]
+__all__ = [
+    "Document",
+    "Frontend",
+    "FrontendError",
+    "Part",
+    "Scale",
+    "Sentence",
+    "SsmlError",
+    "Unit",
+    "Word",
+]
 
 # Settings of [frontend] that cannot change what a given text sounds like.  Every other
 # setting, including any added later, is part of the fingerprint (and so of the cache key):
@@ -71,6 +88,15 @@ class Frontend:
 
     def normalized(self, text: str) -> tuple[str, str]:
         """(cleaned, normalized) text — cheap regex work, no dictionary."""
+        self._check(text)
+        cleaned = clean(text)
+        if not cleaned.strip():
+            raise FrontendError(
+                EMPTY_TEXT, "text is empty after removing control and unsupported characters"
+            )
+        return cleaned, normalize(cleaned)
+
+    def _check(self, text: object) -> None:
         if not isinstance(text, str):
             raise FrontendError("invalid_text", "text must be a string")
         limit = self.settings.max_text_chars
@@ -79,37 +105,78 @@ class Frontend:
                 TEXT_TOO_LONG,
                 f"text has {len(text)} characters; the limit is {limit}",
             )
-        cleaned = clean(text)
-        if not cleaned.strip():
+
+    def document(self, text: str, ssml: bool | None = None) -> Document:
+        """Plain text or SSML, parsed (``ssml`` None: SSML when the text starts with
+        ``<speak``).  Raises :class:`~sambertd.frontend.ssml.SsmlError` for bad SSML."""
+        self._check(text)
+        if ssml is None:
+            ssml = looks_like_ssml(text)
+        return parse_ssml(text) if ssml else Document.plain(text)
+
+    def units(
+        self, doc: Document, first_max_chars: int | None = None, origins: bool = False
+    ) -> tuple[Unit, ...]:
+        """Clean, normalize and split: the synthesis units, in reading order.  Cheap (no
+        dictionary), and what the cache key is made of: differently written texts that read
+        the same share an entry, and a stream's shorter first unit gets a key of its own.
+        ``first_max_chars`` makes the first unit short, for streams (see ``split.split``);
+        ``origins`` maps each character back to the client's text (for timestamps)."""
+        units = layout(doc, self.settings.max_sentence_chars, first_max_chars, origins)
+        if not units:
             raise FrontendError(
                 EMPTY_TEXT, "text is empty after removing control and unsupported characters"
             )
-        return cleaned, normalize(cleaned)
+        return units
 
     def pieces(self, text: str, first_max_chars: int | None = None) -> tuple[str, ...]:
-        """Clean, normalize and split: the unit texts, in reading order.  Cheap (no
-        dictionary), and what the cache key is made of: differently written texts that read
-        the same share an entry, and a stream's shorter first unit gets a key of its own.
-        ``first_max_chars`` makes the first unit short, for streams (see ``split.split``)."""
-        return self._split(self.normalized(text)[1], first_max_chars)
+        """The unit texts of plain ``text`` (see :meth:`units`)."""
+        self.normalized(text)  # the empty-text error, as before
+        return tuple(u.text for u in self.units(Document.plain(text), first_max_chars))
 
-    def _split(self, normalized: str, first_max_chars: int | None) -> tuple[str, ...]:
-        return tuple(split.split(normalized, self.settings.max_sentence_chars, first_max_chars))
-
-    def read(self, pieces: tuple[str, ...] | list[str]) -> list[Sentence]:
-        """G2P of unit texts from :meth:`pieces`; raises when nothing speakable remains."""
-        units = [u for u in (self.g2p.sentence(p) for p in pieces) if u.syllables]
-        if not units:
+    def read(self, units: Sequence[Unit | str]) -> list[Sentence]:
+        """G2P of units from :meth:`units`; raises when nothing speakable remains.  Fixed
+        readings (``<phoneme>``) are taken as given, ``<w>`` parts become one word."""
+        read = [self._read(u if isinstance(u, Unit) else Unit((Part(u),))) for u in units]
+        if not any(s.syllables for s in read):
             raise FrontendError(
                 UNSPEAKABLE_TEXT, "text has nothing a Mandarin voice can read aloud"
             )
-        return units
+        return read
 
-    def analyse(self, text: str, first_max_chars: int | None = None) -> Analysis:
+    def _read(self, unit: Unit) -> Sentence:
+        if len(unit.parts) == 1 and unit.parts[0].pinyin is None and not unit.parts[0].word:
+            return self.g2p.sentence(unit.text)
+        words: list[Word] = []
+        for part in unit.parts:
+            if part.pinyin is not None:
+                words.append(Word(part.text, part.pinyin))
+                continue
+            read = self.g2p.words(part.text)
+            spoken = [w for w in read if not w.is_punctuation]
+            if part.word and len(spoken) > 1:
+                words.append(
+                    Word(
+                        "".join(w.text for w in spoken), tuple(s for w in spoken for s in w.pinyin)
+                    )
+                )
+                words.extend(w for w in read if w.is_punctuation)
+            else:
+                words.extend(read)
+        return Sentence(unit.text, tuple(words))
+
+    def analyse(
+        self, text: str, first_max_chars: int | None = None, ssml: bool | None = None
+    ) -> Analysis:
         """Run every stage; raises :class:`FrontendError` when nothing speakable remains."""
-        cleaned, normalized = self.normalized(text)
-        return Analysis(cleaned, normalized, self.read(self._split(normalized, first_max_chars)))
+        doc = self.document(text, ssml)
+        if doc.ssml:
+            cleaned = "".join(i.text for i in doc.items if isinstance(i, Span))
+        else:
+            cleaned = self.normalized(text)[0]
+        units = self.units(doc, first_max_chars)
+        return Analysis(cleaned, "".join(u.text for u in units), self.read(units))
 
     def sentences(self, text: str, first_max_chars: int | None = None) -> list[Sentence]:
-        """Synthesis units for ``text``, in reading order."""
+        """Synthesis units for plain ``text``, in reading order."""
         return self.read(self.pieces(text, first_max_chars))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,82 @@ class Sentence:
     @property
     def syllables(self) -> tuple[str, ...]:
         return tuple(s for w in self.words for s in w.pinyin)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """SSML prosody as multipliers of the request's own speed, pitch and volume (nested
+    ``<prosody>`` multiply).  Kept within what engines render: 0.5–2 (volume 0–2)."""
+
+    speed: float = 1.0
+    pitch: float = 1.0
+    volume: float = 1.0
+
+    def times(self, other: Scale) -> Scale:
+        return Scale(
+            _clamp(self.speed * other.speed, 0.5, 2.0),
+            _clamp(self.pitch * other.pitch, 0.5, 2.0),
+            _clamp(self.volume * other.volume, 0.0, 2.0),
+        )
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return round(min(hi, max(lo, x)), 4)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A stretch of a unit's normalized text read one way: freely (G2P segments it), as one
+    word (``<w>``, a name), or with a fixed reading (``<phoneme>``: one TONE3 syllable per
+    character, no sandhi — the client said exactly what to say)."""
+
+    text: str
+    pinyin: tuple[str, ...] | None = None
+    word: bool = False
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One synthesis unit as the cache key sees it: its parts, the SSML prosody it is read
+    with, and the silence around it (``pause_after_ms`` None: the configured sentence pause,
+    none after the last unit).
+
+    ``origins[i]`` is where character ``i`` of :attr:`text` came from in the client's text,
+    filled only when timestamps are asked for; it never shapes the audio, so it is not part
+    of equality or of the key."""
+
+    parts: tuple[Part, ...]
+    scale: Scale = field(default_factory=Scale)
+    pause_before_ms: int = 0
+    pause_after_ms: int | None = None
+    origins: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts)
+
+    @property
+    def plain(self) -> bool:
+        """Read like a plain-text sentence: one free part, no SSML prosody or breaks."""
+        return (
+            len(self.parts) == 1
+            and self.parts[0].pinyin is None
+            and not self.parts[0].word
+            and self.scale == NEUTRAL
+            and not self.pause_before_ms
+            and self.pause_after_ms is None
+        )
+
+    def key(self) -> object:
+        """JSON-able identity for the cache key (a plain unit is just its text)."""
+        if self.plain:
+            return self.text
+        return [
+            [[p.text, list(p.pinyin or ()), p.word] for p in self.parts],
+            [self.scale.speed, self.scale.pitch, self.scale.volume],
+            self.pause_before_ms,
+            self.pause_after_ms,
+        ]
+
+
+NEUTRAL = Scale()  # the request's own prosody, unchanged
