@@ -133,7 +133,7 @@ def test_say_as_name_reads_the_surname(frontend: Frontend) -> None:
     assert read.sentences[0].syllables[0] == "shan4"
 
 
-def test_prosody_scales_nest_and_clamp(frontend: Frontend) -> None:
+def test_prosody_scales_nest(frontend: Frontend) -> None:
     doc = parse('<speak rate="fast"><prosody rate="x-fast" volume="+6dB">快</prosody>慢</speak>')
     units = frontend.units(doc)
     assert units[0].scale.speed == 1.875 and units[0].scale.volume == pytest.approx(1.9953, 1e-3)
@@ -317,3 +317,67 @@ def test_any_markup_parses_or_fails_as_a_client_error(parts: list[str]) -> None:
 
 
 _FRONTEND = Frontend()
+
+
+def test_nested_prosody_multiplies_before_it_is_clamped(frontend: Frontend) -> None:
+    from sambertd.engines.baker import VOICE
+    from sambertd.engines.base import Prosody
+    from sambertd.synth import scaled
+
+    doc = parse(
+        '<speak><prosody rate="200%"><prosody rate="2.0"><prosody rate="0.5">快</prosody>'
+        "</prosody></prosody></speak>"
+    )
+    (unit,) = frontend.units(doc)
+    assert unit.scale.speed == 2.0  # not 2 → clamp 2 → 1
+    assert scaled(Prosody(speed=1.5), unit.scale, VOICE).speed == 2.0  # clamped when applied
+
+
+@pytest.mark.parametrize(
+    "attrs", ['volume="1000000dB"', 'pitch="99999999st"', 'rate="1e400%"', 'rate="99999"']
+)
+def test_huge_prosody_values_are_a_client_error(attrs: str) -> None:
+    with pytest.raises(SsmlError) as err:
+        parse(f"<speak><prosody {attrs}>你好</prosody></speak>")
+    assert err.value.code in (INVALID_SSML, UNSUPPORTED_SSML)
+
+
+def test_a_lone_surrogate_is_a_client_error() -> None:
+    with pytest.raises(SsmlError, match="surrogate"):
+        parse("<speak>\ud800你好</speak>")
+
+
+def test_a_byte_order_mark_does_not_hide_ssml(frontend: Frontend) -> None:
+    text = "\ufeff<speak>你好<break time='1s'/>再见</speak>"
+    assert looks_like_ssml(text)
+    assert [u.text for u in frontend.units(frontend.document(text))] == ["你好", "再见"]
+
+
+@pytest.mark.parametrize("text", ["7)73。，", "前3)7/，，（后", "a)b)c。。，，", "1-2-3-。"])
+def test_every_character_gets_an_origin(frontend: Frontend, text: str) -> None:
+    for doc in (
+        frontend.document(text),
+        parse(f'<speak><say-as interpret-as="id">{text}</say-as></speak>'),
+    ):
+        try:
+            units = frontend.units(doc, origins=True)
+        except FrontendError:
+            continue
+        assert all(len(u.origins) == len(u.text) for u in units)
+
+
+def test_origins_of_a_long_text_are_fast_and_exact(frontend: Frontend) -> None:
+    """The alignment is windowed: 5000 characters take milliseconds, not seconds (no
+    timing assert: the count of characters that map back exactly is the check)."""
+    text = "本市将于2025年3月1日起施行，咨询电话12345。" * 200
+    units = frontend.units(frontend.document(text), origins=True)
+    sources = [text[a:b] for u in units for a, b in u.origins]
+    assert sources.count("2025") == 4 * 200 and sources.count("12345") > 200
+
+
+def test_sub_origins_self_closing_and_quoted_gt(frontend: Frontend) -> None:
+    text = '<speak>你<sub alias="世界"/>好<sub alias="一>二">X</sub></speak>'
+    (unit,) = frontend.units(parse(text), origins=True)
+    spans = dict(zip(unit.text, unit.origins, strict=True))
+    assert text[slice(*spans["好"])] == "好"  # not swallowed by the alias before it
+    assert text[slice(*spans["二"])] == "X"

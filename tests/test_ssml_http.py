@@ -204,3 +204,17 @@ def test_a_timed_stream_sends_each_units_timestamps_with_its_audio(
     joined = [ch for c in chunks for ch in c["timestamps"]["characters"]]
     assert cached[0]["timestamps"]["characters"] == joined
     assert cached_last["subtitles"] == last["subtitles"]
+
+
+def test_hostile_inputs_are_client_errors_not_500s(daemon: DaemonProcess) -> None:
+    status, _, body = daemon.post(
+        "/v1/tts", {"text": '<speak><prosody volume="1000000dB">你好</prosody></speak>'}
+    )
+    assert status == 400 and error(body)["code"] == "invalid_ssml"
+    raw = b'{"text": "<speak>\\ud800\\u4f60</speak>"}'  # a lone surrogate, JSON-escaped
+    status, _, body = daemon.request(
+        "POST", "/v1/tts", headers={"Content-Type": "application/json"}, raw=raw
+    )
+    assert status == 400 and error(body)["code"] == "invalid_ssml"
+    status, _, body = daemon.post("/v1/tts", {"text": "7)73。，", "timestamps": True})
+    assert status == 200, body

@@ -148,26 +148,6 @@ def silence(seconds: float, rate: int) -> npt.NDArray[np.float32]:
     return np.zeros(round(seconds * rate), dtype=np.float32)
 
 
-def _wav_header(rate: int, data_bytes: int) -> bytes:
-    """The 44-byte header of a 16-bit mono PCM WAV holding ``data_bytes`` of samples."""
-    riff = 0xFFFFFFFF if data_bytes == 0xFFFFFFFF else 36 + data_bytes
-    return (
-        b"RIFF"
-        + struct.pack("<I", riff)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )
-
-
-def wav_stream_header(rate: int) -> bytes:
-    """A WAV header for a stream of unknown length (sizes set to 0xFFFFFFFF, which players
-    and IVR media servers read as 'until the connection ends')."""
-    return _wav_header(rate, 0xFFFFFFFF)
-
-
 class Encoder:
     """One file written a piece at a time, for a stream and for the cache at once.
 

@@ -52,7 +52,7 @@ def _read_text(text: str | None, infile: str | None) -> str:
     if (text is None) == (infile is None):
         raise click.UsageError("give the text as an argument or with -i FILE (not both)")
     if infile is not None:
-        stream = sys.stdin if infile == "-" else open(infile, encoding="utf-8")  # noqa: SIM115
+        stream = sys.stdin if infile == "-" else open(infile, encoding="utf-8-sig")  # noqa: SIM115
         with stream:
             return stream.read()
     assert text is not None

@@ -8,6 +8,8 @@ cues never overlap because the characters never do.  Cue text is the client's ow
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +45,7 @@ def cues(text: str, stamps: dict[str, Any], ssml: bool, max_chars: int = MAX_CHA
     for k, ch in enumerate(chars):
         following = chars[k + 1]["begin"] if k + 1 < len(chars) else len(text)
         between = source_text(text, ch["end"], max(ch["end"], following), ssml)
-        until = ch["end"] + _marks_after(between)
+        until = _marks_end(text, ch["end"], ssml)
         if group and _shown_len(text, group[0]["begin"], until, ssml) > max_chars:
             close(ch["begin"])
         group.append(ch)
@@ -56,16 +58,29 @@ def _shown_len(text: str, begin: int, end: int, ssml: bool) -> int:
     return len("".join(source_text(text, begin, end, ssml).split()))
 
 
-def _marks_after(between: str) -> int:
-    """How many characters of punctuation right after a character belong to its cue (its
-    comma or full stop); in SSML source they may follow markup, which is not counted."""
-    n = 0
-    for c in between:
-        if c in CLAUSE_MARKS or c in "”』」）)\"'":
-            n += 1
-        else:
+_TRAILING = CLAUSE_MARKS | frozenset("”』」）)\"'")
+_MARKUP = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>|&[#A-Za-z0-9]+;""")
+
+
+def _marks_end(text: str, at: int, ssml: bool) -> int:
+    """Where a cue ending at source offset ``at`` ends: after the punctuation right behind
+    it (its comma or full stop, a closing quote).  In SSML, markup between is stepped over
+    but never included: a cue never ends inside a tag."""
+    end = i = at
+    while i < len(text):
+        markup = _MARKUP.match(text, i) if ssml else None
+        if markup is not None:
+            shown = html.unescape(markup.group()) if markup.group()[0] == "&" else ""
+            if shown and shown not in _TRAILING:
+                break
+            i = markup.end()
+            end = i if shown else end
+            continue
+        if text[i] not in _TRAILING:
             break
-    return n
+        i += 1
+        end = i
+    return end
 
 
 def _clock(ms: int, sep: str) -> str:

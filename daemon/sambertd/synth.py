@@ -48,6 +48,9 @@ from sambertd.types import Request, Result
 
 log = logging.getLogger(__name__)
 KEY_VERSION = "v3"
+# Around an SSML break: what counts as the model's silence, and how much of it to keep.
+SILENCE_LEVEL = 0.01  # of the unit's peak
+EDGE_MARGIN_S = 0.03
 # Encoders and resampler: their releases can change the bytes of a given waveform.
 ENCODING_LIBRARIES = ("soxr", "soundfile", "numpy")
 
@@ -97,6 +100,26 @@ def scaled(prosody: Prosody, scale: Scale, voice: Voice) -> Prosody:
         return min(hi, max(lo, float(value) * float(getattr(scale, name))))
 
     return Prosody(one("speed", 0.5, 2.0), one("pitch", 0.5, 2.0), one("volume", 0.0, 2.0))
+
+
+def trim_edges(speech: Speech, head: bool, tail: bool, margin: int) -> Speech:
+    """Cut the model's own silence off the edges that touch an SSML break (keeping
+    ``margin`` samples for the onset and the decay), so ``<break time="500ms"/>`` is a
+    pause of 500 ms, not 500 ms plus the silences every unit begins and ends with."""
+    pcm = speech.pcm
+    if not (head or tail) or pcm.size == 0:
+        return speech
+    loud = np.flatnonzero(np.abs(pcm) > SILENCE_LEVEL * float(np.abs(pcm).max()))
+    if loud.size == 0:
+        return speech
+    start = max(0, int(loud[0]) - margin) if head else 0
+    end = min(len(pcm), int(loud[-1]) + 1 + margin) if tail else len(pcm)
+
+    def clip(x: int) -> int:
+        return min(max(x - start, 0), end - start)
+
+    syllables = tuple((clip(a), clip(b)) for a, b in speech.syllables)
+    return Speech(pcm[start:end], syllables, speech.measured)
 
 
 def make_rung(engine: Engine, config: Config, clock: Callable[[], float] = time.monotonic) -> Rung:
@@ -343,6 +366,13 @@ class Plan:
         speech = route.rung.synthesize(sentence, route.voice, route.request, unit.scale)
         if self._on_unit is not None:
             self._on_unit(route.rung.engine.name)
+        after_break = index > 0 and route.units[index - 1].pause_after_ms is not None
+        speech = trim_edges(
+            speech,
+            head=unit.pause_before_ms > 0 or after_break,
+            tail=unit.pause_after_ms is not None,
+            margin=round(rate * EDGE_MARGIN_S),
+        )
         last = index == len(self.sentences) - 1
         after = unit.pause_after_ms
         if after is None:

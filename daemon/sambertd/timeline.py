@@ -18,7 +18,7 @@ from typing import Any
 from sambertd.engines.base import Speech
 from sambertd.frontend.types import Sentence, Unit
 
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>""")  # attribute values may hold ">"
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,6 @@ class UnitTiming:
         begin, finish, chars, measured = data
         timed = tuple((int(i), int(a), int(b)) for i, a, b in chars)
         return cls(int(begin), int(finish), timed, bool(measured))
-
-    def shifted(self, ms: int) -> UnitTiming:
-        return UnitTiming(
-            self.begin + ms,
-            self.finish + ms,
-            tuple((i, s + ms, e + ms) for i, s, e in self.chars),
-            self.measured,
-        )
 
 
 def syllable_chars(sentence: Sentence) -> list[int]:

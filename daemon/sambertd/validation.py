@@ -175,8 +175,6 @@ def tts_call(
     if fmt not in audio.FORMATS:
         raise _invalid("format", f"must be one of {', '.join(audio.FORMATS)}")
     stream = _flag(raw, "stream", from_query)
-    if stream and fmt not in STREAM_FORMATS:
-        raise _invalid("format", f"streaming supports {' and '.join(STREAM_FORMATS)} only")
     request = Request(
         text=text_field(raw, "text", max_chars),
         voice=_string(raw, "voice", ""),

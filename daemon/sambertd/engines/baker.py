@@ -420,9 +420,9 @@ class BakerEngine(Engine):
         """Audio plus each syllable's samples, from FastSpeech2's own durations (frames per
         symbol, HOP samples per frame)."""
         symbols, spans = self._layout(sentence)
-        if len(symbols) <= 2:
+        ids = self._ids_of(symbols)
+        if not ids:
             return Speech(np.zeros(0, dtype=np.float32), tuple((0, 0) for _ in spans), True)
-        ids = [self._symbols[s] for s in symbols] + [self._symbols["eos"]]
         with self._runtime() as runtime:
             mel = runtime.mel(ids, prosody.speed, prosody.pitch)
             frames = runtime.durations()
@@ -432,8 +432,11 @@ class BakerEngine(Engine):
         return Speech(pcm, timing, True)
 
     def _ids(self, sentence: Sentence) -> list[int]:
-        """Symbol ids for the acoustic model; empty when there is nothing to say."""
-        symbols = self.phonemes(sentence)
+        return self._ids_of(self.phonemes(sentence))
+
+    def _ids_of(self, symbols: list[str]) -> list[int]:
+        """Symbol ids for the acoustic model; empty when there is nothing to say (only the
+        two ``sil``)."""
         if len(symbols) <= 2:
             return []
         return [self._symbols[s] for s in symbols] + [self._symbols["eos"]]

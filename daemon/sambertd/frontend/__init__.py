@@ -26,7 +26,7 @@ from sambertd.frontend import lexicon
 from sambertd.frontend.cleanup import clean
 from sambertd.frontend.errors import EMPTY_TEXT, TEXT_TOO_LONG, UNSPEAKABLE_TEXT, FrontendError
 from sambertd.frontend.g2p import G2P
-from sambertd.frontend.layout import layout
+from sambertd.frontend.layout import make_units
 from sambertd.frontend.normalize import normalize
 from sambertd.frontend.ssml import Document, Span, SsmlError, looks_like_ssml
 from sambertd.frontend.ssml import parse as parse_ssml
@@ -121,8 +121,9 @@ class Frontend:
         dictionary), and what the cache key is made of: differently written texts that read
         the same share an entry, and a stream's shorter first unit gets a key of its own.
         ``first_max_chars`` makes the first unit short, for streams (see ``split.split``);
-        ``origins`` maps each character back to the client's text (for timestamps)."""
-        units = layout(doc, self.settings.max_sentence_chars, first_max_chars, origins)
+        ``origins`` maps each character back to the client's text, for timestamps (a
+        windowed diff, linear in the length)."""
+        units = make_units(doc, self.settings.max_sentence_chars, first_max_chars, origins)
         if not units:
             raise FrontendError(
                 EMPTY_TEXT, "text is empty after removing control and unsupported characters"

@@ -13,6 +13,7 @@ timestamps can point back into the SSML source.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,12 +54,14 @@ TAGS: dict[str, frozenset[str]] = {
     "emphasis": frozenset({"level"}),
 }
 _ANYWHERE = frozenset({"xmlns", "xml:lang"})
+# A start tag whose attribute values may hold ">": where its content begins.
+_START_TAG = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>""")
 
 
 def looks_like_ssml(text: str) -> bool:
     """Text is SSML when it starts with ``<speak`` (after blanks or an XML declaration):
     plain text that merely contains ``<`` or ``&`` stays plain."""
-    head = text.lstrip()
+    head = text.lstrip("\ufeff \t\r\n")  # a byte-order mark from a file, then blanks
     if head.startswith("<?xml"):
         head = head[head.find("?>") + 2 :].lstrip() if "?>" in head else head
     return head.startswith("<speak")
@@ -123,7 +126,12 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        raw = text.encode("utf-8")
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON \ud800 escape
+            raise SsmlError(
+                INVALID_SSML, f"character {exc.start + 1} is not valid Unicode (a lone surrogate)"
+            ) from None
         # byte offset of each character, to turn expat's byte positions into ours
         self._starts = [0]
         for ch in text:
@@ -134,7 +142,7 @@ class _Parser:
         self.voice: str | None = None
         self.elements = 0
         self.breaks_ms = 0
-        self._alias_start: list[int] = []
+        self._alias_start: list[tuple[int, int]] = []  # (tag start, content start)
         self.parser = expat.ParserCreate(encoding="utf-8")
         p = self.parser
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -202,14 +210,15 @@ class _Parser:
         if tag in ("s", "p"):
             self.items.append(Boundary())
         if ctx.alias is not None and (not self.stack or self.stack[-1][1].alias is None):
-            start = self._alias_start.pop()
-            end = max(self._pos(), start + 1)
+            tag_start, start = self._alias_start.pop()
+            end = self._pos()
+            if end <= start:  # <sub alias="…"/>: no content, the tag itself is the source
+                start, end = tag_start, start
             if ctx.alias:
                 self._add(ctx.alias, tuple((start, end) for _ in ctx.alias), ctx)
 
     def _open_plain(self, ctx: _Context, attrs: dict[str, str]) -> None:
-        """<s>, <p>, <w> and <emphasis> (emphasis is read as plain text: our voices have no
-        emphasis control)."""
+        """<emphasis>: read as plain text (our voices have no emphasis control)."""
 
     def _open_s(self, ctx: _Context, attrs: dict[str, str]) -> None:
         self.items.append(Boundary())
@@ -246,7 +255,9 @@ class _Parser:
         if "alias" not in attrs:
             raise self._error(INVALID_SSML, "<sub> needs an alias attribute")
         if ctx.alias is None:  # the content starts after this tag's ">"
-            self._alias_start.append(self.text.find(">", self._pos()) + 1)
+            here = self._pos()
+            tag = _START_TAG.match(self.text, here)
+            self._alias_start.append((here, tag.end() if tag else here + 1))
         ctx.alias = attrs["alias"] if ctx.alias is None else ctx.alias
 
     def _open_phoneme(self, ctx: _Context, attrs: dict[str, str]) -> None:

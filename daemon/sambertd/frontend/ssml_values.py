@@ -60,6 +60,15 @@ def _named(value: str, words: dict[str, float]) -> tuple[str, float | None]:
     return v, None
 
 
+def _bounded(number: str, limit: float, what: str) -> float:
+    """A number no further than ``limit`` from zero (the result is clamped anyway; this
+    keeps 1e9dB from overflowing before it gets there)."""
+    n = float(number)
+    if abs(n) > limit:
+        raise ValueError(f"{what}: at most ±{limit:g}")
+    return n
+
+
 def rate(value: str) -> float:
     """W3C rate (keyword, ``80%``, ``+10%``, a multiplier such as ``1.2``) or NLS's
     -500…500 (0.5× to 2×)."""
@@ -68,10 +77,10 @@ def rate(value: str) -> float:
         return known
     m = re.fullmatch(f"({_NUMBER})%", v)
     if m:
-        n = float(m.group(1))
+        n = _bounded(m.group(1), 1000, f"rate {value!r}")
         return 1 + n / 100 if v[0] in "+-" else n / 100
     if re.fullmatch(_NUMBER, v) and not v.startswith(("+", "-")):
-        return float(v)
+        return _bounded(v, 10, f"rate {value!r}")
     raise ValueError(f"rate {value!r}: use x-slow…x-fast, a percentage or -500…500")
 
 
@@ -82,7 +91,7 @@ def pitch(value: str) -> float:
         return known
     m = re.fullmatch(f"({_NUMBER})(%|st)", v)
     if m:
-        n = float(m.group(1))
+        n = _bounded(m.group(1), 1000 if m.group(2) == "%" else 48, f"pitch {value!r}")
         return (1 + n / 100) if m.group(2) == "%" else 2 ** (n / 12)
     raise ValueError(f"pitch {value!r}: use x-low…x-high, +N% / -N%, +Nst or -500…500")
 
@@ -94,7 +103,7 @@ def volume(value: str) -> float:
         return _VOLUME_WORDS.get(v, 1.0)
     m = re.fullmatch(f"({_NUMBER})dB", v)
     if m:
-        return float(10 ** (float(m.group(1)) / 20))
+        return float(10 ** (_bounded(m.group(1), 60, f"volume {value!r}") / 20))
     if re.fullmatch(_NUMBER, v) and not v.startswith(("+", "-")) and 0 <= float(v) <= 100:
         return float(v) / 50
     raise ValueError(f"volume {value!r}: use silent…x-loud, +NdB / -NdB or 0…100")

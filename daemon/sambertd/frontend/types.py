@@ -37,7 +37,8 @@ class Sentence:
 @dataclass(frozen=True)
 class Scale:
     """SSML prosody as multipliers of the request's own speed, pitch and volume (nested
-    ``<prosody>`` multiply).  Kept within what engines render: 0.5–2 (volume 0–2)."""
+    ``<prosody>`` multiply; 2× inside 0.5× is 1×).  The product is clamped to what engines
+    render (0.5–2, volume 0–2) only where it is applied, in ``synth.scaled``."""
 
     speed: float = 1.0
     pitch: float = 1.0
@@ -45,14 +46,15 @@ class Scale:
 
     def times(self, other: Scale) -> Scale:
         return Scale(
-            _clamp(self.speed * other.speed, 0.5, 2.0),
-            _clamp(self.pitch * other.pitch, 0.5, 2.0),
-            _clamp(self.volume * other.volume, 0.0, 2.0),
+            _product(self.speed, other.speed),
+            _product(self.pitch, other.pitch),
+            _product(self.volume, other.volume),
         )
 
 
-def _clamp(x: float, lo: float, hi: float) -> float:
-    return round(min(hi, max(lo, x)), 4)
+def _product(a: float, b: float) -> float:
+    """Rounded (it is part of the cache key) and bounded: 32 nested levels stay finite."""
+    return round(min(1e6, a * b), 4)
 
 
 @dataclass(frozen=True)
