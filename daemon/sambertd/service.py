@@ -108,8 +108,7 @@ def _answer(call: TtsCall, route: Route, entry: Entry, cache: str) -> web.Respon
     if call.timestamps:
         body["timestamps"] = stamps
     if call.subtitles:
-        found = subtitles.cues(route.request.text, stamps, route.ssml)
-        body["subtitles"] = subtitles.render(found, call.subtitles)
+        body["subtitles"] = _subtitles(call.subtitles, route, stamps)
     response = web.json_response(body, dumps=_dumps)
     response.headers.update(_headers(entry, cache, route.degraded))
     return response
@@ -283,9 +282,12 @@ def _last_line(
     }
     if call.subtitles:
         stamps = timeline.timestamps(route.request.text, route.units, timing, route.ssml)
-        found = subtitles.cues(route.request.text, stamps, route.ssml)
-        body["subtitles"] = subtitles.render(found, call.subtitles)
+        body["subtitles"] = _subtitles(call.subtitles, route, stamps)
     return (_dumps(body) + "\n").encode()
+
+
+def _subtitles(kind: str, route: Route, stamps: dict[str, Any]) -> str:
+    return subtitles.subtitles(route.request.text, stamps, route.ssml, kind)
 
 
 async def _write(response: web.StreamResponse, data: bytes, timeout: float) -> None:

@@ -104,3 +104,8 @@ def render(items: Sequence[Cue], kind: str) -> str:
         ]
         return "WEBVTT\n\n" + "\n".join(blocks)
     raise ValueError(f"unknown subtitle format {kind!r}; use one of: {', '.join(FORMATS)}")
+
+
+def subtitles(text: str, stamps: dict[str, Any], ssml: bool, kind: str) -> str:
+    """The subtitle file of a request's timestamps: cues, rendered as ``kind``."""
+    return render(cues(text, stamps, ssml), kind)

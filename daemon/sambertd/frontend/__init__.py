@@ -27,7 +27,6 @@ from sambertd.frontend.cleanup import clean
 from sambertd.frontend.errors import EMPTY_TEXT, TEXT_TOO_LONG, UNSPEAKABLE_TEXT, FrontendError
 from sambertd.frontend.g2p import G2P
 from sambertd.frontend.layout import make_units
-from sambertd.frontend.normalize import normalize
 from sambertd.frontend.ssml import Document, Span, SsmlError, looks_like_ssml
 from sambertd.frontend.ssml import parse as parse_ssml
 from sambertd.frontend.types import Part, Scale, Sentence, Unit, Word
@@ -86,16 +85,6 @@ class Frontend:
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def normalized(self, text: str) -> tuple[str, str]:
-        """(cleaned, normalized) text — cheap regex work, no dictionary."""
-        self._check(text)
-        cleaned = clean(text)
-        if not cleaned.strip():
-            raise FrontendError(
-                EMPTY_TEXT, "text is empty after removing control and unsupported characters"
-            )
-        return cleaned, normalize(cleaned)
-
     def _check(self, text: object) -> None:
         if not isinstance(text, str):
             raise FrontendError("invalid_text", "text must be a string")
@@ -132,8 +121,7 @@ class Frontend:
 
     def pieces(self, text: str, first_max_chars: int | None = None) -> tuple[str, ...]:
         """The unit texts of plain ``text`` (see :meth:`units`)."""
-        self.normalized(text)  # the empty-text error, as before
-        return tuple(u.text for u in self.units(Document.plain(text), first_max_chars))
+        return tuple(u.text for u in self.units(self.document(text, False), first_max_chars))
 
     def read(self, units: Sequence[Unit | str]) -> list[Sentence]:
         """G2P of units from :meth:`units`; raises when nothing speakable remains.  Fixed
@@ -171,10 +159,8 @@ class Frontend:
     ) -> Analysis:
         """Run every stage; raises :class:`FrontendError` when nothing speakable remains."""
         doc = self.document(text, ssml)
-        if doc.ssml:
-            cleaned = "".join(i.text for i in doc.items if isinstance(i, Span))
-        else:
-            cleaned = self.normalized(text)[0]
+        spans = "".join(i.text for i in doc.items if isinstance(i, Span))
+        cleaned = spans if doc.ssml else clean(spans)
         units = self.units(doc, first_max_chars)
         return Analysis(cleaned, "".join(u.text for u in units), self.read(units))
 

@@ -593,7 +593,7 @@ _DATE_RE = re.compile(
 )
 
 
-def _month_day(month: str, day: str | None = None) -> str:
+def month_day(month: str, day: str | None = None) -> str:
     out = read_number(month, liang=False) + "月"
     if day is not None:
         out += read_number(day, liang=False) + "日"
@@ -602,7 +602,7 @@ def _month_day(month: str, day: str | None = None) -> str:
 
 def _date(match: re.Match[str]) -> str:
     """2026-03-05, 2026/3/5, 2026.3.5: 二零二六年三月五日."""
-    return read_digits(match.group("y")) + "年" + _month_day(match.group("m"), match.group("d"))
+    return read_digits(match.group("y")) + "年" + month_day(match.group("m"), match.group("d"))
 
 
 _YEAR_MONTH_RE = re.compile(
@@ -611,7 +611,7 @@ _YEAR_MONTH_RE = re.compile(
 
 
 def _year_month(match: re.Match[str]) -> str:
-    return read_digits(match.group("y")) + "年" + _month_day(match.group("m"))
+    return read_digits(match.group("y")) + "年" + month_day(match.group("m"))
 
 
 _YEAR_RE = re.compile(
@@ -713,7 +713,7 @@ _TIME_RANGE_RE = re.compile(_time_pattern("a") + rf"\s?{_RANGE_SEP}\s?" + _time_
 _TIME_RE = re.compile(_time_pattern("t"))
 
 
-def _read_time(hour: str, minute: str, second: str | None) -> str:
+def read_time(hour: str, minute: str, second: str | None) -> str:
     """9:00 九点, 8:30 八点三十分, 17:05 十七点零五分, 2:00 两点."""
     out = read_number(hour, "点") + "点"
     if minute != "00" or (second and second != "00"):
@@ -726,14 +726,14 @@ def _read_time(hour: str, minute: str, second: str | None) -> str:
 
 def _time_range(match: re.Match[str]) -> str:
     return (
-        _read_time(match.group("ah"), match.group("am"), match.group("as"))
+        read_time(match.group("ah"), match.group("am"), match.group("as"))
         + "至"
-        + _read_time(match.group("bh"), match.group("bm"), match.group("bs"))
+        + read_time(match.group("bh"), match.group("bm"), match.group("bs"))
     )
 
 
 def _time(match: re.Match[str]) -> str:
-    return _read_time(match.group("th"), match.group("tm"), match.group("ts"))
+    return read_time(match.group("th"), match.group("tm"), match.group("ts"))
 
 
 _RATIO_RE = re.compile(r"(?<![0-9])(?P<a>[0-9]+)\s?[:：]\s?(?P<b>[0-9]+)(?![0-9])")

@@ -14,9 +14,11 @@ from collections.abc import Callable
 
 from sambertd.frontend.normalize import (
     dictate,
+    month_day,
     normalize,
     read_digits,
     read_number,
+    read_time,
     spell_letters,
 )
 
@@ -113,36 +115,18 @@ def date(text: str) -> str:
         y = m.group("y") or m.group("y8")
         month = m.group("m") or m.group("m8")
         day = m.group("d") or m.group("d8")
-        out = f"{read_digits(y)}年{read_number(month, liang=False)}月"
-        return out + (f"{read_number(day, liang=False)}日" if day else "")
+        return f"{read_digits(y)}年{month_day(month, day)}"
 
     out = _DATE_RE.sub(full, text)
-    out = _MONTH_DAY_RE.sub(
-        lambda m: (
-            f"{read_number(m.group('m'), liang=False)}月{read_number(m.group('d'), liang=False)}日"
-        ),
-        out,
-    )
+    out = _MONTH_DAY_RE.sub(lambda m: month_day(m.group("m"), m.group("d")), out)
     return normalize(out)
 
 
 def time(text: str) -> str:
-    """9:05 九点零五分, 14:30:15 十四点三十分十五秒, 12:00 十二点."""
-
-    def clock(m: re.Match[str]) -> str:
-        out = read_number(m.group("h")) + "点"
-        minute, second = m.group("m"), m.group("s")
-        if minute.strip("0") or (second and second.strip("0")):
-            out += (
-                ("零" if len(minute) == 2 and minute[0] == "0" else "")
-                + read_number(minute, liang=False)
-                + "分"
-            )
-        if second and second.strip("0"):
-            out += read_number(second, liang=False) + "秒"
-        return out
-
-    return normalize(_TIME_RE.sub(clock, text))
+    """9:05 九点零五分, 14:30:15 十四点三十分十五秒, 12:00 十二点 (normalize's reading,
+    taken here for any clock-like string, 点 and 时 as separators too)."""
+    clock = _TIME_RE.sub(lambda m: read_time(m.group("h"), m.group("m"), m.group("s")), text)
+    return normalize(clock)
 
 
 def currency(text: str) -> str:
