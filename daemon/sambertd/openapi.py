@@ -32,7 +32,8 @@ def _audio(description: str) -> dict[str, Any]:
 
 
 def _timed(response: dict[str, Any]) -> dict[str, Any]:
-    """/v1/tts answers JSON (audio in base64) when timestamps or subtitles are asked for."""
+    """/v1/tts answers JSON (audio in base64) when timestamps or subtitles are asked for,
+    and NDJSON (one line per piece of audio, then a closing line) when it also streams."""
     timed = {
         "type": "object",
         "required": ["audio", "format", "sample_rate", "duration_ms"],
@@ -45,7 +46,24 @@ def _timed(response: dict[str, Any]) -> dict[str, Any]:
             "subtitles": {"type": "string"},
         },
     }
-    return {**response, "content": {**response["content"], "application/json": {"schema": timed}}}
+    line = {  # a timed stream: one JSON object per line, the audio's bytes in pieces
+        "type": "object",
+        "properties": {
+            "audio": {"type": "string", "contentEncoding": "base64"},
+            "timestamps": {"type": "object"},
+            "done": {"type": "boolean", "description": "only on the closing line"},
+            "format": {"type": "string"},
+            "sample_rate": {"type": "integer"},
+            "duration_ms": {"type": "integer"},
+            "subtitles": {"type": "string"},
+        },
+    }
+    content = {
+        **response["content"],
+        "application/json": {"schema": timed},
+        "application/x-ndjson": {"schema": line},
+    }
+    return {**response, "content": content}
 
 
 ERRORS = {
