@@ -16,7 +16,12 @@ VENDOR = REPO.parent / "shared" / "vendor" / "KAN-TTS-66202d0.tar.gz"
 
 @pytest.fixture(scope="session")
 def frontend() -> Frontend:
-    return Frontend()
+    """Warm, as the daemon's is: jieba's dictionary and the pinyin tables load on first use
+    (a second here, several on a slow runner), which would otherwise land in the first
+    test's time limits (``test_fuzz_frontend``'s per-call bound, Hypothesis deadlines)."""
+    built = Frontend()
+    built.sentences("你好。")  # what Synthesizer.warm_up does
+    return built
 
 
 def real_sambert_missing() -> str | None:

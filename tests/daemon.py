@@ -73,7 +73,8 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 60) -> float:
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Warm-up is seconds here and can be ten times that on a slow or busy runner."""
         return self.wait_until(lambda: self.get("/ready")[0] == 200, timeout)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 60) -> float:
@@ -116,7 +117,8 @@ class DaemonProcess:
             conn.close()
 
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        return self.request("GET", path, timeout=5)
+        # Generous: a busy daemon on a slow runner may take seconds to answer /metrics.
+        return self.request("GET", path, timeout=30)
 
     def post(self, path: str, body: Any, **kw: Any) -> tuple[int, dict[str, str], bytes]:
         return self.request("POST", path, body, **kw)

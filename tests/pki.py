@@ -69,11 +69,13 @@ def https_status(port: int, pki: Pki, with_client_cert: bool) -> int | None:
         ctx.load_cert_chain(*map(str, pki.client))
     try:
         with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as s,
+            socket.create_connection(("127.0.0.1", port), timeout=30) as s,
             ctx.wrap_socket(s, server_hostname="127.0.0.1") as tls,
         ):
             tls.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             head = tls.recv(64)
             return int(head.split()[1]) if head.startswith(b"HTTP/1.1") else None
+    except TimeoutError:
+        raise  # no answer (a busy machine) is not a refusal; wait_until tries again
     except (ssl.SSLError, OSError):
         return None

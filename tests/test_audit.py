@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,10 +349,16 @@ def test_order_of_concurrent_writes(tmp_path: Path) -> None:
 def test_slow_disk_does_not_block_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def go() -> tuple[float, float, int]:
+    async def go() -> tuple[float, float, int, set[int], int]:
         log = AuditLog(tmp_path, journal=False, clock=Clock(), fsync_interval_s=0.0)
         await log.start()
-        monkeypatch.setattr(os, "fsync", lambda fd: time.sleep(0.5))
+        synced_on: set[int] = set()
+
+        def slow_fsync(fd: int) -> None:
+            synced_on.add(threading.get_ident())
+            time.sleep(0.5)
+
+        monkeypatch.setattr(os, "fsync", slow_fsync)
         ticks: list[float] = []
 
         async def ticker() -> None:
@@ -367,11 +374,14 @@ def test_slow_disk_does_not_block_the_event_loop(
         task.cancel()
         await log.close()
         gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        return elapsed, max(gaps), len(ticks)
+        return elapsed, max(gaps), len(ticks), synced_on, threading.get_ident()
 
-    elapsed, worst_gap, count = asyncio.run(asyncio.wait_for(go(), 20))
+    elapsed, worst_gap, count, synced_on, loop_thread = asyncio.run(asyncio.wait_for(go(), 20))
     assert elapsed >= 0.9  # the writer really was slow...
-    assert worst_gap < 0.25 and count > 30  # ...and the loop kept ticking
+    assert synced_on and loop_thread not in synced_on  # ...because fsync ran off the loop,
+    # ...which kept ticking: no pause as long as one fsync (a busy machine's scheduler can
+    # hold it for a while, so not the 10 ms it asks for, and not 100 ticks in the second).
+    assert worst_gap < 0.45 and count >= 10
 
 
 # --------------------------------------------------------------------------- kill -9
@@ -414,7 +424,12 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
         assert child.stdout is not None
         ready, _, _ = select.select([child.stdout], [], [], 30)
         assert ready and child.stdout.readline() == b"ready\n"
-        time.sleep(1.0)
+        # Mid-stream, once plenty is acknowledged: however long that takes on this machine
+        # (the child writes for 20 s at most, and exits on its own after that).
+        deadline = time.monotonic() + 15
+        while not acks.exists() or acks.read_bytes().count(b"\n") < 50:
+            assert time.monotonic() < deadline and child.poll() is None, "no acknowledgements"
+            time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=30)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,13 @@ def entry(size: int = 10, voice: str = "baker") -> Entry:
         voice=voice,
         engine="baker",
     )
+
+
+def patient(**settings: Any) -> CacheConfig:
+    """Redis answers in well under a millisecond here, but a busy machine can stall this
+    process for longer than the daemon's 50 ms op timeout, and a timed-out op counts against
+    the breaker: the tests that are not about timeouts give Redis seconds."""
+    return CacheConfig(op_timeout_s=2.0, connect_timeout_s=2.0, **settings)
 
 
 class Clock:
@@ -130,7 +138,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 def test_l2_stores_with_ttl_and_l1_fills_from_it(redis_server: RedisServer) -> None:
     async def go() -> None:
-        cfg = CacheConfig(redis_url=redis_server.url, l2_ttl_s=120)
+        cfg = patient(redis_url=redis_server.url, l2_ttl_s=120)
         a, b = Cache(cfg), Cache(cfg)  # two daemons sharing one Redis
         await a.put("ns:tts:1", entry(1000))
         hit = await b.get("ns:tts:1")
@@ -148,7 +156,7 @@ def test_l2_stores_with_ttl_and_l1_fills_from_it(redis_server: RedisServer) -> N
 
 def test_l2_size_limit_per_entry(redis_server: RedisServer) -> None:
     async def go() -> None:
-        cache = Cache(CacheConfig(redis_url=redis_server.url, max_entry_bytes=5000))
+        cache = Cache(patient(redis_url=redis_server.url, max_entry_bytes=5000))
         await cache.put("big", entry(6000))
         await cache.put("small", entry(100))
         client = redis_server.client()
@@ -168,16 +176,23 @@ def test_redis_down_is_fast_and_silent_then_comes_back(redis_server: RedisServer
         cache = Cache(cfg)
         await cache.put("k1", entry())
         redis_server.kill()
-        started = time.monotonic()
+        took: list[float] = []
         for i in range(20):
+            started = time.monotonic()
             assert await cache.get(f"absent{i}") is None
             await cache.put(f"new{i}", entry())
-        per_call = (time.monotonic() - started) / 40
-        assert per_call < 0.05, per_call  # bounded by timeouts, then skipped by the breaker
+            took.append(time.monotonic() - started)
+        # Each call is cut at the timeouts (0.2 s), then skipped by the breaker: the 40 calls
+        # take about 10 ms here.  redis-py's own retries with backoff take a second a call.
+        assert max(took) < 1 and sum(took) < 4, took
         assert cache.l2.state.startswith("open")
         redis_server.start()
-        await asyncio.sleep(0.6)
-        await cache.put("k2", entry())  # the trial
+        await asyncio.sleep(0.6)  # past redis_retry_s: the next call is the trial
+        for _ in range(20):  # a trial that a slow machine timed out is followed by another
+            await cache.put("k2", entry())
+            if cache.l2.state == "ok":
+                break
+            await asyncio.sleep(0.6)
         assert cache.l2.state == "ok"
         assert redis_server.client().exists("k2") == 1
         await cache.close()
@@ -187,7 +202,8 @@ def test_redis_down_is_fast_and_silent_then_comes_back(redis_server: RedisServer
 
 def test_pair_wide_lock_makes_the_other_node_wait_for_the_entry(redis_server: RedisServer) -> None:
     async def go() -> None:
-        cfg = CacheConfig(redis_url=redis_server.url, lock_wait_s=3)
+        # B waits for A's entry (0.3 s away) up to lock_wait_s: far longer, on any machine.
+        cfg = patient(redis_url=redis_server.url, lock_wait_s=30)
         a, b = Cache(cfg), Cache(cfg)
         token, elsewhere = await a.l2.lock("k")  # node A starts synthesizing "k"
         assert token and not elsewhere
@@ -217,13 +233,15 @@ def test_a_redis_error_on_the_lock_is_not_a_reason_to_wait(tmp_path: Path) -> No
     from tests.redis_cluster import free_port
 
     async def go() -> float:
-        cache = Cache(CacheConfig(redis_url=f"redis://127.0.0.1:{free_port()}/0", lock_wait_s=3))
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        cache = Cache(CacheConfig(redis_url=url, lock_wait_s=30))
         started = time.monotonic()
         await cache.single_flight("k", lambda: asyncio.sleep(0, entry()))  # type: ignore[arg-type,return-value]
         await cache.close()
         return time.monotonic() - started
 
-    assert asyncio.run(go()) < 1.0  # nobody holds the lock: synthesize at once
+    # Nobody holds the lock: synthesize at once (milliseconds), not after lock_wait_s.
+    assert asyncio.run(go()) < 10
 
 
 def test_a_caller_arriving_while_a_cancelled_flight_winds_down_gets_its_audio() -> None:
@@ -259,7 +277,7 @@ def test_a_caller_arriving_while_a_cancelled_flight_winds_down_gets_its_audio() 
 
 def test_a_purge_on_one_node_empties_the_other_nodes_l1(redis_server: RedisServer) -> None:
     async def go() -> None:
-        cfg = CacheConfig(redis_url=redis_server.url, namespace="ns")
+        cfg = patient(redis_url=redis_server.url, namespace="ns")
         a, b = Cache(cfg), Cache(cfg)
         await b.sync_epoch()  # B's first look: remembers the epoch, clears nothing
         await a.put("ns:tts:1", entry(10))

@@ -85,10 +85,15 @@ def test_engine_settings_that_change_the_numbers_are_in_the_key() -> None:
     base = baker_key(BakerEngine(threads=2))
     assert baker_key(BakerEngine(threads=2)) == base
     assert baker_key(BakerEngine(threads=1)) != base  # summation order: last-bit changes
-    assert baker_key(BakerEngine(vocoder_window=128)) != base
+    assert baker_key(BakerEngine(runtime="litert")) != base
+    assert baker_key(BakerEngine(precision="f32")) != base
     loaded = BakerEngine(threads=2)
     loaded.load()  # the model digest joins the version once the files are read
     assert baker_key(loaded) != base and loaded.model_version.startswith("baker-")
+    # loaded, the key names what really runs: a LiteRT fallback never shares OpenVINO's audio
+    fallback = BakerEngine(threads=2, runtime="litert")
+    fallback.load()
+    assert baker_key(fallback) != baker_key(loaded)
 
 
 def test_a_stream_whose_first_unit_is_cut_short_has_its_own_key() -> None:

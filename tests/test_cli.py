@@ -85,6 +85,17 @@ def test_check_accepts_the_shipped_config() -> None:
     proc = run("-c", str(Path(__file__).parent.parent / "config" / "sambertd.toml"), "check")
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"is ok" in proc.stdout
+    # where the embedded voice's vocoder runs, as the operator needs to know
+    assert b"baker: acoustic model on LiteRT, vocoder on openvino" in proc.stdout
+
+
+def test_check_names_the_litert_fallback() -> None:
+    env = {"SAMBERTD_ENGINE_RUNTIME": "litert"}
+    proc = run(
+        "-c", str(Path(__file__).parent.parent / "config" / "sambertd.toml"), "check", env=env
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"vocoder on litert f32 (windows 192 frames)" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -52,11 +52,14 @@ def test_work_past_its_deadline_stops_between_units(tmp_path: Path) -> None:
 
 
 def test_a_long_text_is_progress_not_a_hung_worker(tmp_path: Path) -> None:
-    """hang_timeout_s = 1 s while one request renders for several seconds: /ready must
-    stay 200 (a 503 would move the VIP and stop the watchdog pings)."""
-    d = DaemonProcess(
+    """hang_timeout_s = 2 s while one request renders for over 4 s: /ready must stay 200
+    (a 503 would move the VIP and stop the watchdog pings).  The stand-in engine's units take
+    a fixed 0.25 s (a sleep, STANDIN_SLOW): with baker a unit's time is the machine's — 0.1 s
+    here, near hang_timeout_s on a slow runner, where the test would measure the machine."""
+    d = standin_daemon(
         tmp_path,
-        server_hang_timeout_s="1",
+        {"STANDIN_SLOW": "qing3", "STANDIN_SLOW_S": "0.25"},  # 请, once in every unit
+        server_hang_timeout_s="2",
         frontend_max_sentence_chars="12",
         server_max_request_chars="2000",
     )
@@ -64,8 +67,9 @@ def test_a_long_text_is_progress_not_a_hung_worker(tmp_path: Path) -> None:
         d.wait_ready()
         statuses: list[int] = []
         result: list[int] = []
+        text = "请到三号窗口办理。" * 16  # 16 units of 0.25 s at the least
         worker = threading.Thread(
-            target=lambda: result.append(d.post("/v1/tts", {"text": MANY_UNITS})[0])
+            target=lambda: result.append(d.post("/v1/tts", {"text": text})[0])
         )
         started = time.monotonic()
         worker.start()
@@ -74,8 +78,9 @@ def test_a_long_text_is_progress_not_a_hung_worker(tmp_path: Path) -> None:
             time.sleep(0.1)
         worker.join()
         assert result == [200]
-        assert time.monotonic() - started > 1.5, "the request must outlast hang_timeout_s"
+        assert time.monotonic() - started > 2, "the request must outlast hang_timeout_s"
         assert set(statuses) == {200}, statuses
+        assert d.metric("sambertd_units_synthesized_total") >= 16
     finally:
         d.stop()
 
@@ -114,7 +119,9 @@ def test_workers_are_four_per_gpu_the_engine_runs_on(standin: DaemonProcess) -> 
 
 
 def test_on_cpu_workers_follow_the_cpus_this_process_may_use() -> None:
-    assert ServerConfig().worker_count(0) == max(1, len(os.sched_getaffinity(0)) // 2)
+    cpus = len(os.sched_getaffinity(0))
+    assert ServerConfig().worker_count(0) == cpus  # one thread per call: one call per CPU
+    assert ServerConfig().worker_count(0, threads=2) == max(1, cpus // 2)
     assert ServerConfig().worker_count(2) == 8
     assert ServerConfig(workers=3).worker_count(2) == 3
 

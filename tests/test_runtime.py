@@ -38,14 +38,14 @@ def test_a_changed_engine_is_loaded_anew_and_the_old_one_freed(tmp_path: Path) -
     old_engine = old.synthesizer.engines[0]
     assert old_engine._idle  # type: ignore[attr-defined]  # provisioned interpreter pairs
     fresh = runtime.build(
-        config(tmp_path, engine=EngineConfig(threads=1), server=ServerConfig(workers=2)),
+        config(tmp_path, engine=EngineConfig(threads=2), server=ServerConfig(workers=3)),
         metrics,
         old,
     )
     new_engine = fresh.synthesizer.engines[0]
     assert new_engine is not old_engine and new_engine.fingerprint != old_engine.fingerprint
-    assert fresh.pool is not old.pool and fresh.pool.workers == 2
-    assert len(new_engine._idle) == 2  # type: ignore[attr-defined]  # one warm pair a worker
+    assert fresh.pool is not old.pool and fresh.pool.workers == 3
+    assert len(new_engine._idle) == 3  # type: ignore[attr-defined]  # one warm pair a worker
 
     async def retire() -> None:
         await runtime.retire(old, lambda: [fresh])

@@ -304,12 +304,23 @@ def test_without_degrade_an_open_breaker_is_503(tmp_path: Path) -> None:
 
 
 def test_unloadable_first_engine_trips_at_warm_up(tmp_path: Path) -> None:
-    synth = ladder(tmp_path, StandInBackend())
+    # The breakers read a clock that only this test moves: baker's warm-up runs after
+    # sambert's breaker trips and takes seconds on a slow machine, longer than open_s
+    # (0.3 s), which on the real clock made the breaker half-open by the time we looked.
+    clock = Clock()
+    synth = ladder(tmp_path, StandInBackend(), clock=clock)
     with zipfile.ZipFile(tmp_path / "model" / "resource.zip", "w"):
         pass
     (tmp_path / "model" / "voices" / "voices.json").write_text("{}")
     synth.warm_up()
-    assert synth.rungs[0].breaker.state == "open"
+    breaker = synth.rungs[0].breaker
+    assert breaker.state == "open" and breaker.reason.startswith("cannot load")
     assert "cannot load" in synth.health()["sambert"]
     result = synth.render(Request(text="您好。", voice="zhitian_emo", emotion="happy"))
     assert (result.engine, result.voice, result.degraded) == ("baker", "baker", True)
+    # Past open_s the one trial goes to sambert, still unloadable: open again, baker serves.
+    clock.now += 0.35
+    assert breaker.state == "half-open"
+    result = synth.render(Request(text="您好。", voice="zhitian_emo"))
+    assert (result.engine, result.degraded) == ("baker", True)
+    assert breaker.state == "open"

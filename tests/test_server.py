@@ -9,7 +9,7 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -310,6 +310,15 @@ def small(tmp_path: Path) -> Iterator[DaemonProcess]:
     d.stop()
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll a blocking ``predicate`` (a /metrics read) without stopping this event loop,
+    whose requests are what is being waited for."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 async def _burst(port: int, n: int) -> list[tuple[int, str | None]]:
     """``n`` concurrent requests for different texts (identical ones would share one
     synthesis through the cache's single-flight)."""
@@ -338,9 +347,9 @@ def test_disconnected_client_leaves_the_queue(small: DaemonProcess) -> None:
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{small.port}/v1/tts"
             running = asyncio.create_task(s.post(url, json={"text": LONG}))
-            await asyncio.sleep(0.3)
+            await until(lambda: small.metric("sambertd_in_flight") == 1)
             queued = asyncio.create_task(s.post(url, json={"text": "另一条。" + LONG}))
-            await asyncio.sleep(0.3)
+            await until(lambda: small.metric("sambertd_queue_depth") == 1)
             queued.cancel()  # the IVR caller hung up: close the connection
             r = await running
             await r.read()
@@ -360,9 +369,9 @@ def test_sigterm_drains_in_flight_and_refuses_new_work(small: DaemonProcess) -> 
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{small.port}"
             inflight = asyncio.create_task(s.post(f"{url}/v1/tts", json={"text": LONG}))
-            await asyncio.sleep(0.5)
+            await until(lambda: small.metric("sambertd_in_flight") == 1)
             small.signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+            await until(lambda: small.get("/ready")[0] == 503)  # it has begun to drain
             async with s.post(f"{url}/v1/tts", json={"text": SHORT}) as late:
                 late_status = late.status
             async with s.get(f"{url}/ready") as rd:

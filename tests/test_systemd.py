@@ -30,6 +30,15 @@ CLIENT = textwrap.dedent("""\
         print(e.code, len(e.read()))
     """)
 
+# The sum of one metric's samples, read from inside the namespace.
+METRIC = textwrap.dedent("""\
+    import sys, urllib.request
+    name = sys.argv[1]
+    with urllib.request.urlopen("http://127.0.0.1:%s/metrics", timeout=120) as r:
+        lines = r.read().decode().splitlines()
+    print(sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.split("{")[0].split(" ")[0] == name))
+    """)
+
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
 
@@ -72,6 +81,7 @@ def unit_files() -> dict[str, str]:
 def ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespace]:
     work = tmp_path_factory.mktemp("systemd")
     (work / "client.py").write_text(CLIENT % PORT)
+    (work / "metric.py").write_text(METRIC % PORT)
     work.chmod(0o755)
     box = SystemdNamespace(work, unit_files(), users=["sambertd"], keep=(REPO,))
     box.start()
@@ -95,6 +105,12 @@ def tts(text: str) -> str:
     import json
 
     return json.dumps({"text": text}, ensure_ascii=False)
+
+
+def in_flight(ns: SystemdNamespace) -> float:
+    """Requests the daemon is synthesizing now (0 while it does not answer)."""
+    out = ns.run(sys.executable, str(INSIDE / "metric.py"), "sambertd_in_flight", check=False)
+    return float(out.stdout) if out.returncode == 0 else 0.0
 
 
 def wait_for(predicate, timeout: float, step: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
@@ -123,7 +139,7 @@ def test_start_returns_only_after_ready(ns: SystemdNamespace) -> None:
 def test_reload_keeps_serving(ns: SystemdNamespace) -> None:
     pid = ns.show("sambertd", "MainPID")
     client = http_async(ns, "/v1/tts", tts(LONG))
-    time.sleep(0.5)
+    assert wait_for(lambda: in_flight(ns) >= 1, 60)  # however long the client takes to start
     ns.run("systemctl", "reload", "sambertd")
     out, err = client.communicate(timeout=120)
     assert out.split()[0] == "200", err
@@ -151,7 +167,7 @@ def test_watchdog_restarts_a_frozen_daemon(ns: SystemdNamespace) -> None:
 
 def test_stop_drains_in_flight_request(ns: SystemdNamespace) -> None:
     client = http_async(ns, "/v1/tts", tts(LONG))
-    time.sleep(0.7)
+    assert wait_for(lambda: in_flight(ns) >= 1, 60)
     ns.run("systemctl", "stop", "sambertd")
     out, err = client.communicate(timeout=120)
     status, size = map(int, out.split())

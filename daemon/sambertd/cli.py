@@ -546,6 +546,8 @@ def check(ctx: click.Context, model_dir: str | None, load: bool) -> None:
         f"({len(synthesizer.voices())} voice(s), lexicon "
         f"{len(synthesizer.frontend.lexicon)} entries)"
     )
+    for engine in synthesizer.engines:
+        click.echo(engine.describe())
 
 
 def _check_model_dir(path: str, wanted: tuple[str, ...]) -> None:

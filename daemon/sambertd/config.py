@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 0  # 0: auto (workers_per_gpu per GPU in use, else 1 per 2 CPUs)
+    workers: int = 0  # 0: auto (workers_per_gpu per GPU in use, else 1 per engine.threads CPUs)
     workers_per_gpu: int = 4
     queue_size: int = 16
     request_timeout_s: float = 30.0
@@ -45,22 +45,26 @@ class ServerConfig:
     node_name: str = ""  # "" = the host name; sent as X-Node so clients/tests see who served
     role_file: str = "/run/sambertd/role"  # written by keepalived's notify script
 
-    def worker_count(self, gpus: int = 0) -> int:
-        """Concurrent syntheses: ``workers_per_gpu`` per GPU, else 1 per 2 CPUs this process
-        may run on (each call uses 2 threads; systemd's CPUAffinity= and cpusets count, not
-        the host's core total)."""
+    def worker_count(self, gpus: int = 0, threads: int = 1) -> int:
+        """Concurrent syntheses: ``workers_per_gpu`` per GPU, else one per ``threads`` CPUs
+        this process may run on (each call uses ``threads`` threads; systemd's CPUAffinity=
+        and cpusets count, not the host's core total).  On CPU, calls side by side with one
+        thread each make more speech per second than fewer calls with more threads: the
+        graphs are too small to keep two threads busy (bench/load.py --config)."""
         if self.workers:
             return self.workers
         if gpus:
             return self.workers_per_gpu * gpus
-        return max(1, len(os.sched_getaffinity(0)) // 2)
+        return max(1, len(os.sched_getaffinity(0)) // max(1, threads))
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     engines: tuple[str, ...] = ("baker",)
     default_voice: str = "baker"
-    threads: int = 2
+    threads: int = 1
+    runtime: str = "auto"  # baker's vocoder: auto (OpenVINO, else LiteRT) | openvino | litert
+    precision: str = "auto"  # OpenVINO: auto (bf16 where the CPU has it natively) | f32
     degrade: bool = True
     breaker_window_s: float = 60.0
     breaker_min_calls: int = 20
@@ -235,6 +239,10 @@ class Config:
             )
         if self.engine.threads < 1:
             problems.append("engine.threads must be >= 1")
+        if self.engine.runtime not in ("auto", "openvino", "litert"):
+            problems.append("engine.runtime must be auto, openvino or litert")
+        if self.engine.precision not in ("auto", "f32"):
+            problems.append("engine.precision must be auto or f32")
         if not 8 <= self.frontend.max_sentence_chars <= MAX_UNIT_CHARS:
             # The embedded FastSpeech2 decodes at most 2048 mel frames (25.6 s) per unit;
             # 48 characters read at speed 0.5 stay below that.

@@ -101,7 +101,7 @@ def build(
         gate.inherit(previous.gate)
     try:
         synthesizer.warm_up()
-        workers = config.server.worker_count(synthesizer.gpus())
+        workers = config.server.worker_count(synthesizer.gpus(), config.engine.threads)
         synthesizer.provision(workers)
         audit = _audit(config, previous)
     except BaseException:

@@ -40,7 +40,12 @@ __all__ = [
 def _baker(config: Config) -> Engine:
     from sambertd.engines.baker import BakerEngine
 
-    return BakerEngine(threads=config.engine.threads)
+    return BakerEngine(
+        threads=config.engine.threads,
+        runtime=config.engine.runtime,
+        concurrency=config.server.worker_count(0, config.engine.threads),
+        precision=config.engine.precision,
+    )
 
 
 def _sambert(config: Config) -> Engine:

@@ -127,6 +127,10 @@ class Engine(abc.ABC):
         that change the numbers): part of every cache key.  Subclasses add their settings."""
         return self.model_version
 
+    def describe(self) -> str:
+        """One line for the start-up log and ``sambertd check``: what runs, and where."""
+        return f"{self.name}: {self.model_version}"
+
     def identity(self) -> tuple[object, ...]:
         """What this engine is built from (settings, model files), known without loading.
         A reload keeps a loaded engine whose identity is unchanged instead of loading the
