@@ -207,6 +207,14 @@ end
 """
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now (MB), as the benches report it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Pins:
     """CPUs for the load generator and for the server side; empty: not pinned."""

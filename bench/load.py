@@ -64,6 +64,7 @@ from baseline import (
     overrides,
     pinned,
     require_wrk,
+    rss_mb,
     run_wrk,
     sides,
 )
@@ -266,13 +267,6 @@ def cache_rows(name: str, l2: bool, args: argparse.Namespace, pins: Pins, side: 
         finally:
             if redis is not None:
                 redis.stop()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pool_workers(d: DaemonProcess) -> str:

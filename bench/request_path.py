@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The request path against a baseline, in one run on one machine (run by hand).
 
-Starts the real daemon twice — from this checkout and from ``--baseline REF`` (checked out
-into a temporary git worktree) — and measures on each:
+Starts the real daemon twice — from ``--baseline REF`` (checked out into a temporary git
+worktree by bench/baseline.py) and from this checkout — and measures on each:
 
   abandoned work  — a plain request of 60 short units with request_timeout_s = 1: seconds the
                     worker stays busy after the timeout answer (work nobody waits for)
@@ -17,52 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.daemon import REPO, DaemonProcess
+from tests.daemon import DaemonProcess
+
+from baseline import overrides, rss_mb, sides
 
 UNITS = "请到三号窗口办理。" * 60
 LONG = "为进一步优化营商环境，本市将于下月起全面推行企业开办一网通办。"
-
-
-@contextmanager
-def source(ref: str | None) -> Iterator[dict[str, str]]:
-    """Environment that makes ``python -m sambertd`` run ``ref``'s code (None: this tree)."""
-    if ref is None:
-        yield {}
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "-f", str(tree), ref],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
-        try:
-            yield {"PYTHONPATH": str(tree / "daemon")}
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(tree)],
-                cwd=REPO,
-                check=False,
-                capture_output=True,
-            )
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def abandoned(tmp: Path, env: dict[str, str]) -> float:
@@ -137,19 +104,21 @@ def main() -> None:
     parser.add_argument("--stream-chars", type=int, default=4500)
     args = parser.parse_args()
     rows = []
-    for label, ref in ((f"baseline {args.baseline}", args.baseline), ("this tree", None)):
-        with source(ref) as env, tempfile.TemporaryDirectory() as tmp:
-            base = Path(tmp)
-            for name in ("a", "b", "c"):
-                (base / name).mkdir()
-            rows.append(
-                (
-                    label,
-                    abandoned(base / "a", env),
-                    stream_memory(base / "b", env, args.stream_chars),
-                    reload_seconds(base / "c", env),
+    with sides(args.baseline) as both:  # [baseline, HEAD]: bench/baseline.py
+        for side in both:
+            env = overrides(side)
+            with tempfile.TemporaryDirectory() as tmp:
+                base = Path(tmp)
+                for name in ("a", "b", "c"):
+                    (base / name).mkdir()
+                rows.append(
+                    (
+                        side.label,
+                        abandoned(base / "a", env),
+                        stream_memory(base / "b", env, args.stream_chars),
+                        reload_seconds(base / "c", env),
+                    )
                 )
-            )
     print(f"{'':<18} {'abandoned work s':>17} {'stream RSS +MB':>15} {'reload s':>9}")
     for label, work, memory, reload in rows:
         print(f"{label:<18} {work:>17.2f} {memory:>15.1f} {reload:>9.2f}")
