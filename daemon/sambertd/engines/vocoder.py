@@ -125,6 +125,15 @@ def vocode(vocoder: Vocoder, session: Session, mel: np.ndarray[Any, Any]) -> Pcm
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
+def _warm(session: Session, sizes: Sequence[int]) -> None:
+    """Run each prepared size once on silence: a size's first run packs weights and
+    allocates its buffers (about 0.1 s and some MB for 256 frames), which belongs to the
+    session's making (before READY, in ``provision``), not to the first request that needs
+    that size."""
+    for size in sizes:
+        session.run(np.full((1, size, MEL_BINS), -4.0, np.float32))
+
+
 class _LiteSession:
     def __init__(self, model: bytes, threads: int, sizes: tuple[int, ...]) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -137,6 +146,7 @@ class _LiteSession:
             interpreter.allocate_tensors()
             output = interpreter.get_output_details()[0]["index"]
             self._interpreters[size] = (interpreter, index, output)
+        _warm(self, sizes)
 
     def run(self, mel: np.ndarray[Any, Any]) -> Pcm:
         interpreter, index, output = self._interpreters[mel.shape[1]]
@@ -165,6 +175,7 @@ class LiteVocoder:
 class _OpenVinoSession:
     def __init__(self, compiled: dict[int, Any]) -> None:
         self._requests = {size: model.create_infer_request() for size, model in compiled.items()}
+        _warm(self, tuple(compiled))
 
     def run(self, mel: np.ndarray[Any, Any]) -> Pcm:
         request = self._requests[mel.shape[1]]
@@ -193,25 +204,28 @@ class OpenVinoVocoder:
         self._lock = threading.Lock()
         self._streams = 0
         self._compiled: dict[int, Any] = {}
-        self.version = ""
+        self._spare: Session | None = None
         self.provision(streams)
+        # the first session, made (every size run once) here: a model that compiles but
+        # cannot run on this CPU fails now, where ``load`` can fall back to LiteRT
+        self._spare = _OpenVinoSession(self._compiled)
 
     def provision(self, concurrency: int) -> bool:
         """Compile for ``concurrency`` streams of ``threads`` threads each, unless already
-        compiled for at least that many (compiling takes about 0.2 s per window size).
+        compiled for at least that many (compiling takes about 0.5 s per window size).
         Sessions made before keep working, on the older compiled models."""
         with self._lock:
             if concurrency <= self._streams:
                 return False
             self._compiled = self._compile(concurrency)
             self._streams = concurrency
+            self._spare = None  # made for fewer streams
             return True
 
     def _compile(self, streams: int) -> dict[int, Any]:
         import openvino as ov
 
         core = ov.Core()
-        self.version = ov.get_version()
         settings: dict[str, Any] = {
             "NUM_STREAMS": streams,
             "INFERENCE_NUM_THREADS": streams * self._threads,
@@ -234,8 +248,9 @@ class OpenVinoVocoder:
 
     def session(self) -> Session:
         with self._lock:
+            spare, self._spare = self._spare, None
             compiled = self._compiled
-        return _OpenVinoSession(compiled)
+        return spare if spare is not None else _OpenVinoSession(compiled)
 
 
 def compiled_cache() -> Path | None:
@@ -271,10 +286,7 @@ def load(
     if runtime == "litert":
         return LiteVocoder(model, threads)
     try:
-        vocoder = OpenVinoVocoder(path, threads, streams, precision)
-        probe = np.full((1, vocoder.sizes[0], MEL_BINS), -4.0, np.float32)
-        vocoder.session().run(probe)
-        return vocoder
+        return OpenVinoVocoder(path, threads, streams, precision)
     except ImportError as exc:
         problem = f"openvino is not installed ({exc})"
     except Exception as exc:  # any OpenVINO failure (CPU, plugin) means the fallback
