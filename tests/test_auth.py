@@ -215,6 +215,178 @@ def test_token_issue_cli_makes_tokens_the_daemon_accepts(
     assert call(daemon, out.stdout.strip(), "/v1/admin/cache/purge", {})[0] == 200
 
 
+# -- HS256 rotation ---------------------------------------------------------------------------
+
+SECRET_A = b"a" * 16 + b"0123456789abcdef-rotation-2026a"
+SECRET_B = b"b" * 16 + b"0123456789abcdef-rotation-2026b"
+
+
+def test_hs256_secrets_each_verify_only_their_own_kid(tmp_path: Path) -> None:
+    for name, secret in (("legacy", SECRET), ("a", SECRET_A), ("b", SECRET_B)):
+        (tmp_path / name).write_bytes(secret + b"\n")
+    keys = auth.load_keys(
+        str(tmp_path / "legacy"), (), [f"2026a={tmp_path / 'a'}", f" 2026b = {tmp_path / 'b'}"]
+    )
+    assert {k: v.algorithm for k, v in keys.items()} == {
+        "hs256": "HS256",
+        "2026a": "HS256",
+        "2026b": "HS256",
+    }
+    verifier = auth.Verifier(keys, ISS, AUD, 30)
+    assert verifier.verify(hs(claims(sub="a"), kid="2026a", secret=SECRET_A)).subject == "a"
+    assert verifier.verify(hs(claims(sub="b"), kid="2026b", secret=SECRET_B)).subject == "b"
+    with pytest.raises(auth.AuthError, match="Signature verification failed"):
+        verifier.verify(hs(claims(), kid="2026a", secret=SECRET_B))  # the kid picks the key
+    no_kid = jwt.encode(claims(sub="old"), SECRET, algorithm="HS256")
+    assert verifier.verify(no_kid).subject == "old"  # the legacy secret, as before rotation
+    del keys["hs256"]
+    without_legacy = auth.Verifier(keys, ISS, AUD, 30)
+    with pytest.raises(auth.AuthError, match=r"no kid header but 2 HS256 keys.*2026a, 2026b"):
+        without_legacy.verify(jwt.encode(claims(), SECRET_A, algorithm="HS256"))
+    with pytest.raises(ValueError, match="configured twice"):
+        auth.load_keys("", (), [f"k={tmp_path / 'a'}", f"k={tmp_path / 'b'}"])
+    with pytest.raises(ValueError, match="configured twice"):
+        auth.load_keys(str(tmp_path / "legacy"), (), [f"hs256={tmp_path / 'a'}"])
+    with pytest.raises(ValueError, match="not kid=/path"):
+        auth.load_keys("", (), [str(tmp_path / "a")])
+    (tmp_path / "short").write_bytes(b"x" * 31)
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        auth.load_keys("", (), [f"k={tmp_path / 'short'}"])
+
+
+def test_hs256_secrets_are_checked_by_the_config(tmp_path: Path) -> None:
+    from sambertd.config import ConfigError, load
+
+    env = {"SAMBERTD_AUTH_ENABLED": "true", "SAMBERTD_SERVER_HOST": "0.0.0.0"}
+    cfg = load(env={**env, "SAMBERTD_AUTH_HS256_SECRETS": "k1=/a,k2=/b"})
+    assert cfg.auth.hs256_secrets == ("k1=/a", "k2=/b")
+    with pytest.raises(ConfigError, match=r"key id.*k1 configured twice"):
+        load(
+            env={
+                **env,
+                "SAMBERTD_AUTH_HS256_SECRETS": "k1=/a",
+                "SAMBERTD_AUTH_PUBLIC_KEYS": "k1=/p",
+            }
+        )
+    with pytest.raises(ConfigError, match="hs256 configured twice"):
+        load(
+            env={
+                **env,
+                "SAMBERTD_AUTH_HS256_SECRETS": "hs256=/a",
+                "SAMBERTD_AUTH_HS256_SECRET_FILE": "/s",
+            }
+        )
+    with pytest.raises(ConfigError, match="hs256_secrets entry '/a' is not kid="):
+        load(env={**env, "SAMBERTD_AUTH_HS256_SECRETS": "/a"})
+
+
+def test_hs256_rotation_by_reload_without_dropping_requests(tmp_path: Path) -> None:
+    """The runbook through the real daemon: legacy secret → add 2026a → 2026a and 2026b
+    without the legacy one, each step a SIGHUP, with requests running through the last."""
+    import signal
+    import threading
+
+    from tests.test_reload import write_config
+
+    for name, secret in (("legacy", SECRET), ("a", SECRET_A), ("b", SECRET_B)):
+        (tmp_path / f"{name}.secret").write_bytes(secret)
+    config = tmp_path / "sambertd.toml"
+    audit = {"directory": str(tmp_path / "audit")}
+
+    def configure(**auth_settings: Any) -> None:
+        unlimited = {"rate_per_ip": 0.0, "rate_per_subject": 0.0}
+        write_config(
+            config, {"audit": audit, "auth": {"enabled": True, **unlimited, **auth_settings}}
+        )
+
+    legacy_file = str(tmp_path / "legacy.secret")
+    secret_a, secret_b = f"2026a={tmp_path / 'a.secret'}", f"2026b={tmp_path / 'b.secret'}"
+    token_a = hs(claims(sub="a"), kid="2026a", secret=SECRET_A)
+    token_b = hs(claims(sub="b"), kid="2026b", secret=SECRET_B)
+    no_kid = jwt.encode(claims(sub="old"), SECRET, algorithm="HS256")
+
+    def error(token: str) -> tuple[int, str]:
+        status, _, body = call(d, token)
+        return status, json.loads(body)["error"]["message"] if status != 200 else ""
+
+    configure(hs256_secret_file=legacy_file)
+    d = DaemonProcess(tmp_path, config=config)
+    try:
+        d.wait_ready()
+        assert call(d, no_kid)[0] == 200 and call(d, hs(claims()))[0] == 200
+        assert error(token_a) == (401, "unknown key id '2026a'")
+
+        configure(hs256_secret_file=legacy_file, hs256_secrets=[secret_a])  # 1. add the new kid
+        d.signal(signal.SIGHUP)
+        d.wait_until(lambda: call(d, token_a)[0] == 200)
+        assert call(d, no_kid)[0] == 200  # old tokens keep working meanwhile
+        assert call(d, hs(claims()))[0] == 200
+
+        # 2. tokens are issued with the new kid: `sambertd token issue --kid`
+        issued = issue_cli(config, "--kid", "2026a")
+        assert issued.returncode == 0, issued.stderr
+        assert jwt.get_unverified_header(issued.stdout.strip())["kid"] == "2026a"
+        assert call(d, issued.stdout.strip())[0] == 200
+        several = issue_cli(config)
+        assert several.returncode == 1 and "pick one with --kid" in several.stderr
+
+        # 3. the old kid removed (and the next one added) while requests keep coming
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                statuses.append(call(d, token_a)[0])
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        try:
+            d.wait_until(lambda: len(statuses) >= 3)
+            configure(hs256_secrets=[secret_a, secret_b])
+            d.signal(signal.SIGHUP)
+            d.wait_until(lambda: call(d, token_b)[0] == 200)
+            seen = len(statuses)
+            d.wait_until(lambda: len(statuses) >= seen + 3)
+        finally:
+            stop.set()
+            worker.join(60)
+        assert statuses and set(statuses) == {200}, statuses
+        assert error(hs(claims())) == (401, "unknown key id 'hs256'")
+        status, message = error(no_kid)
+        assert status == 401 and "no kid header but 2 HS256 keys" in message
+        assert call(d, token_a)[0] == 200
+        assert d.metric('sambertd_reloads_total{result="ok"}') == 2
+    finally:
+        assert d.stop() == 0
+
+
+def issue_cli(config: Path, *args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMBERTD_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sambertd",
+            "-c",
+            str(config),
+            "token",
+            "issue",
+            "--sub",
+            "x",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 # -- networks ---------------------------------------------------------------------------------
 
 
@@ -252,8 +424,10 @@ def test_allowlist(ip: str, nets: list[str], ok: bool) -> None:
 
 def test_allowlist_and_proxies_through_the_daemon(tmp_path: Path) -> None:
     closed = DaemonProcess(tmp_path, auth_allow="10.0.0.0/8")
-    try:  # even /health is refused to a peer outside the allowlist: wait for that 403
-        closed.wait_until(lambda: closed.get("/health")[0] == 403)
+    try:  # even /metrics is refused to a peer outside the allowlist: wait for that 403
+        closed.wait_until(lambda: closed.get("/metrics")[0] == 403)
+        # The node's own probes (keepalived's track script) pass from loopback.
+        assert closed.get("/ready")[0] == 200 and closed.get("/health")[0] == 200
         status, _, body = closed.post(
             "/v1/tts", {"text": "您好。"}, headers={"X-Forwarded-For": "10.1.2.3"}
         )
@@ -486,7 +660,7 @@ def test_ipv6_allowlist_through_the_daemon(tmp_path: Path, allow: str, status: i
     d = DaemonProcess(tmp_path, server_host="::1", auth_allow=allow)
     try:
         d.wait_until(lambda: d.get("/health")[0] > 0)
-        assert d.get("/health")[0] == status
+        assert d.get("/metrics")[0] == status  # /health, /ready: loopback always passes
     finally:
         d.stop()
 

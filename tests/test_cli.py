@@ -186,3 +186,35 @@ def test_synth_long_notice_with_subtitles(tmp_path: Path) -> None:
     assert all(len(c.split("\n")[2]) <= 20 for c in cues)
     chars = json.loads(stamps.read_text(encoding="utf-8"))["characters"]
     assert abs(chars[-1]["end_ms"] - sf.info(str(out)).duration * 1000) <= 100
+
+
+def test_token_issue_kid_picks_the_hs256_secret(tmp_path: Path) -> None:
+    import jwt
+
+    secrets = {"2026a": b"A" * 40, "2026b": b"B" * 40}
+    for kid, secret in secrets.items():
+        (tmp_path / kid).write_bytes(secret)
+    listed = ",".join(f"{kid}={tmp_path / kid}" for kid in secrets)
+    env = {"SAMBERTD_AUTH_HS256_SECRETS": listed}
+    for kid, secret in secrets.items():
+        proc = run("token", "issue", "--sub", "ivr-01", "--kid", kid, env=env)
+        assert proc.returncode == 0, proc.stderr.decode()
+        token = proc.stdout.decode().strip()
+        assert jwt.get_unverified_header(token)["kid"] == kid
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience="sambertd")
+        assert claims["sub"] == "ivr-01"
+    several = run("token", "issue", "--sub", "x", env=env)
+    assert several.returncode == 1 and b"several HS256 secrets" in several.stderr
+    unknown = run("token", "issue", "--sub", "x", "--kid", "2025z", env=env)
+    assert unknown.returncode == 1 and b"no HS256 secret with kid '2025z'" in unknown.stderr
+    single = run(
+        "token",
+        "issue",
+        "--sub",
+        "x",
+        env={"SAMBERTD_AUTH_HS256_SECRETS": f"2026a={tmp_path / '2026a'}"},
+    )
+    assert single.returncode == 0
+    assert jwt.get_unverified_header(single.stdout.decode().strip())["kid"] == "2026a"
+    none = run("token", "issue", "--sub", "x")
+    assert none.returncode == 1 and b"no auth.hs256_secrets" in none.stderr

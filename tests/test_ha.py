@@ -137,7 +137,8 @@ class Pair:
         )
         return probe.returncode == 0
 
-    def start_keepalived(self, node: str, priority: int) -> None:
+    def start_keepalived(self, node: str, priority: int, **extra: object) -> None:
+        """``extra``: more template variables (sambertd_scheme, sambertd_probe_socket)."""
         from jinja2 import Template
 
         peers = [self.lab.ip(n) for n in ("a", "b") if n != node]
@@ -154,6 +155,7 @@ class Pair:
             check_script=self.scripts / "check_sambertd.sh",
             notify_script=self.scripts / "notify.sh",
             role_file=self.role_file(node),
+            **extra,
         )
         path = self.scripts / f"keepalived-{node}.conf"
         path.write_text(conf)

@@ -57,22 +57,50 @@ class Principal:
     scopes: frozenset[str]
 
 
-def load_keys(hs256_secret_file: str, public_keys: Iterable[str]) -> dict[str, Key]:
+LEGACY_HS256_KID = "hs256"  # the kid of auth.hs256_secret_file
+
+
+def _secret(path: str) -> bytes:
+    secret = Path(path).read_bytes().strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path}: an HS256 secret needs at least 32 bytes")
+    return secret
+
+
+def kid_entries(entries: Iterable[str], setting: str) -> list[tuple[str, str]]:
+    """``["kid=/path", ...]`` → ``[(kid, path), ...]``; a malformed entry is a ValueError."""
+    out = []
+    for entry in entries:
+        kid, sep, path = entry.partition("=")
+        kid, path = kid.strip(), path.strip()
+        if not sep or not kid or not path:
+            raise ValueError(f"auth.{setting} entry {entry!r} is not kid=/path/to/file")
+        out.append((kid, path))
+    return out
+
+
+def load_keys(
+    hs256_secret_file: str, public_keys: Iterable[str], hs256_secrets: Iterable[str] = ()
+) -> dict[str, Key]:
     """``public_keys`` entries are ``kid=/path/key.pem``; the algorithm follows the key type
-    (RSA → RS256, EC P-256 → ES256).  The shared secret, if any, has kid ``hs256``."""
+    (RSA → RS256, EC P-256 → ES256).  ``hs256_secrets`` entries are ``kid=/path/secret``, one
+    shared secret per kid, so a secret can rotate without invalidating every token at once.
+    The single ``hs256_secret_file``, if any, has kid ``hs256``.  A kid may appear once."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     keys: dict[str, Key] = {}
+
+    def add(key: Key) -> None:
+        if key.kid in keys:
+            raise ValueError(f"auth: key id {key.kid!r} is configured twice")
+        keys[key.kid] = key
+
     if hs256_secret_file:
-        secret = Path(hs256_secret_file).read_bytes().strip()
-        if len(secret) < 32:
-            raise ValueError(f"{hs256_secret_file}: an HS256 secret needs at least 32 bytes")
-        keys["hs256"] = Key("hs256", "HS256", secret)
-    for entry in public_keys:
-        kid, sep, path = entry.partition("=")
-        if not sep or not kid or not path:
-            raise ValueError(f"auth.public_keys entry {entry!r} is not kid=/path/to/key.pem")
+        add(Key(LEGACY_HS256_KID, "HS256", _secret(hs256_secret_file)))
+    for kid, path in kid_entries(hs256_secrets, "hs256_secrets"):
+        add(Key(kid, "HS256", _secret(path)))
+    for kid, path in kid_entries(public_keys, "public_keys"):
         public = load_pem_public_key(Path(path).read_bytes())
         if isinstance(public, rsa.RSAPublicKey):
             algorithm = "RS256"
@@ -80,7 +108,7 @@ def load_keys(hs256_secret_file: str, public_keys: Iterable[str]) -> dict[str, K
             algorithm = "ES256"
         else:
             raise ValueError(f"{path}: only RSA and EC P-256 public keys are supported")
-        keys[kid] = Key(kid, algorithm, public)
+        add(Key(kid, algorithm, public))
     return keys
 
 
@@ -100,15 +128,33 @@ class Verifier:
             if key is None:
                 raise AuthError(401, "invalid_token", f"unknown key id {kid!r}")
         else:
-            matching = [k for k in self.keys.values() if k.algorithm == algorithm]
-            if len(matching) != 1:
-                raise AuthError(401, "invalid_token", "token has no kid and no single key fits")
-            key = matching[0]
+            key = self._key_without_kid(str(algorithm))
         if key.algorithm != algorithm:  # the confusion attack: HS256 against an RSA key
             raise AuthError(
                 401, "invalid_token", f"key {key.kid!r} is {key.algorithm}, token says {algorithm}"
             )
         return key
+
+    def _key_without_kid(self, algorithm: str) -> Key:
+        """A token without ``kid`` (from another issuer: ours always set one) is verified by
+        the only key of its algorithm.  With several HS256 secrets (a rotation under way) it
+        is verified by the legacy ``hs256`` secret if that is still configured, as before the
+        rotation began, and never by trying each secret in turn; otherwise it is refused."""
+        matching = [k for k in self.keys.values() if k.algorithm == algorithm]
+        if len(matching) == 1:
+            return matching[0]
+        legacy = self.keys.get(LEGACY_HS256_KID)
+        if algorithm == "HS256" and legacy is not None and legacy.algorithm == "HS256":
+            return legacy
+        if not matching:
+            raise AuthError(401, "invalid_token", f"token has no kid and no {algorithm} key fits")
+        kids = ", ".join(sorted(k.kid for k in matching))
+        raise AuthError(
+            401,
+            "invalid_token",
+            f"token has no kid header but {len(matching)} {algorithm} keys are configured "
+            f"({kids}): the token must name its key in kid",
+        )
 
     def verify(self, token: str) -> Principal:
         import jwt
@@ -209,6 +255,17 @@ def _in(address: str, nets: Iterable[Network]) -> bool:
     return any(ip in n for n in nets)
 
 
+def loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def allowed(address: str, nets: list[Network]) -> bool:
     """An empty allowlist allows everyone (auth still applies)."""
     return not nets or _in(address, nets)
@@ -289,7 +346,7 @@ class Gate:
         self.config = config
         self.verifier = (
             Verifier(
-                load_keys(config.hs256_secret_file, config.public_keys),
+                load_keys(config.hs256_secret_file, config.public_keys, config.hs256_secrets),
                 config.issuer,
                 config.audience,
                 config.leeway_s,

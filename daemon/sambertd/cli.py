@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from sambertd.config import Config, ConfigError, load
 from sambertd.engines import EngineError, Prosody
 from sambertd.frontend import FrontendError
 from sambertd.frontend.lexicon import LexiconError
+
+if TYPE_CHECKING:
+    from sambertd.auth import Key
 
 USER_ERRORS = (ConfigError, EngineError, FrontendError, LexiconError, ValueError, OSError)
 
@@ -230,9 +233,15 @@ def token() -> None:
 @click.option(
     "--private-key",
     type=click.Path(dir_okay=False, exists=True),
-    help="Sign RS256/ES256 with this PEM private key (else: the HS256 secret).",
+    help="Sign RS256/ES256 with this PEM private key (else: an HS256 secret of [auth]).",
 )
-@click.option("--kid", default=None, help="Key id (default: hs256, or the key's public kid).")
+@click.option(
+    "--kid",
+    default=None,
+    help="Key id: with --private-key, the kid of its public key (default: the file's stem); "
+    "else the HS256 secret to sign with (auth.hs256_secrets, or hs256 for hs256_secret_file; "
+    "needed when there are several).",
+)
 @click.pass_context
 def token_issue(
     ctx: click.Context,
@@ -268,14 +277,30 @@ def token_issue(
                 )
             )
         else:
-            keys = auth.load_keys(cfg.hs256_secret_file, ())
-            if "hs256" not in keys:
-                raise ValueError("no auth.hs256_secret_file configured; use --private-key")
-            click.echo(
-                auth.issue(keys["hs256"], subject, scopes, lifetime, cfg.issuer, cfg.audience)
-            )
+            key = _hs256_key(cfg.hs256_secret_file, cfg.hs256_secrets, kid)
+            click.echo(auth.issue(key, subject, scopes, lifetime, cfg.issuer, cfg.audience))
     except USER_ERRORS as exc:
         _fail(exc)
+
+
+def _hs256_key(secret_file: str, secrets: tuple[str, ...], kid: str | None) -> Key:
+    """The HS256 secret ``--kid`` names, or the only one there is."""
+    from sambertd import auth
+
+    keys = auth.load_keys(secret_file, (), secrets)
+    if not keys:
+        raise ValueError(
+            "no auth.hs256_secrets or auth.hs256_secret_file configured; use --private-key"
+        )
+    if kid is None:
+        if len(keys) > 1:
+            raise ValueError(
+                f"several HS256 secrets are configured ({', '.join(keys)}): pick one with --kid"
+            )
+        return next(iter(keys.values()))
+    if kid not in keys:
+        raise ValueError(f"no HS256 secret with kid {kid!r} (configured: {', '.join(keys)})")
+    return keys[kid]
 
 
 @main.group()

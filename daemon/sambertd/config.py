@@ -43,7 +43,7 @@ class ServerConfig:
     hang_timeout_s: float = 60.0
     status_interval_s: float = 5.0
     node_name: str = ""  # "" = the host name; sent as X-Node so clients/tests see who served
-    role_file: str = "/run/sambertd/role"  # written by keepalived's notify script
+    role_file: str = "/run/sambertd-vrrp/role"  # written by keepalived's notify script
 
     def worker_count(self, gpus: int = 0, threads: int = 1) -> int:
         """Concurrent syntheses: ``workers_per_gpu`` per GPU, else one per ``threads`` CPUs
@@ -108,7 +108,8 @@ class CacheConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     enabled: bool = False  # off is allowed only on loopback binds (checked below)
-    hs256_secret_file: str = ""
+    hs256_secret_file: str = ""  # kid "hs256"
+    hs256_secrets: tuple[str, ...] = ()  # "kid=/path/secret", one per kid (rotation)
     public_keys: tuple[str, ...] = ()
     issuer: str = "sambertd"
     audience: str = "sambertd"
@@ -265,8 +266,10 @@ class Config:
             problems.append(
                 f"auth.enabled = false is allowed only on a loopback bind, not {self.server.host}"
             )
-        if self.auth.enabled and not (self.auth.hs256_secret_file or self.auth.public_keys):
-            problems.append("auth.enabled needs hs256_secret_file or public_keys")
+        a = self.auth
+        if a.enabled and not (a.hs256_secret_file or a.hs256_secrets or a.public_keys):
+            problems.append("auth.enabled needs hs256_secret_file, hs256_secrets or public_keys")
+        problems.extend(_kid_problems(a))
         if self.tls.enabled and not (self.tls.cert_file and self.tls.key_file):
             problems.append("tls.enabled needs cert_file and key_file")
         if self.audit.enabled and not self.audit.directory:
@@ -274,6 +277,25 @@ class Config:
         if self.audit.retention_days < 1 or self.audit.fsync_interval_s <= 0:
             problems.append("audit.retention_days must be >= 1, fsync_interval_s > 0")
         return problems
+
+
+def _kid_problems(a: AuthConfig) -> list[str]:
+    """``kid=/path`` entries are well formed and every kid names one key only."""
+    from sambertd.auth import LEGACY_HS256_KID, kid_entries
+
+    kids = [LEGACY_HS256_KID] if a.hs256_secret_file else []
+    try:
+        for setting in ("hs256_secrets", "public_keys"):
+            kids += [kid for kid, _ in kid_entries(getattr(a, setting), setting)]
+    except ValueError as exc:
+        return [str(exc)]
+    twice = sorted({k for k in kids if kids.count(k) > 1})
+    if twice:
+        return [
+            f"auth: key id(s) {', '.join(twice)} configured twice "
+            f'(hs256_secret_file has kid "{LEGACY_HS256_KID}")'
+        ]
+    return []
 
 
 def is_loopback(host: str) -> bool:

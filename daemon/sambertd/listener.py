@@ -12,8 +12,10 @@ connections finish on the context they began with.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -21,6 +23,24 @@ from sambertd.config import TlsConfig
 
 log = logging.getLogger(__name__)
 BACKLOG = 512
+PROBE_SOCKET = "probe.sock"
+
+
+def probe_path() -> Path | None:
+    """The local probe socket, ``$RUNTIME_DIRECTORY/probe.sock`` (systemd sets the variable
+    from ``RuntimeDirectory=sambertd``: /run/sambertd/probe.sock); None without it.
+
+    Why a Unix socket and not a client certificate for the probes: with
+    ``tls.client_ca_file`` set, the TCP port refuses every handshake without a certificate,
+    keepalived's track script included, and both nodes would go FAULT.  A probe
+    certificate is one more secret to issue, deploy and renew on every node, and the day it
+    expires both nodes fail their checks at once: an outage caused by the health check.
+    The socket needs no secret; the file system says who may connect (mode 0600: the
+    daemon's user and root, which keepalived's scripts and Ansible run as).  It serves
+    /ready and /health only, from the same event loop as the API, so a frozen daemon
+    fails it just the same."""
+    directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(directory) / PROBE_SOCKET if directory else None
 
 
 def tls_context(config: TlsConfig) -> ssl.SSLContext | None:

@@ -28,7 +28,15 @@ from typing import Any
 from aiohttp import web
 
 from sambertd import __version__, audio, openapi, service, sse
-from sambertd.auth import ADMIN, SYNTHESIZE, AuthError, RateLimiter, allowed, retry_after
+from sambertd.auth import (
+    ADMIN,
+    SYNTHESIZE,
+    AuthError,
+    RateLimiter,
+    allowed,
+    loopback,
+    retry_after,
+)
 from sambertd.config import MAX_BODY_CEILING
 from sambertd.errors import CLIENT_CLOSED, Failure, error_response, failure_for
 from sambertd.runtime import Runtime
@@ -39,6 +47,7 @@ log = logging.getLogger("sambertd")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PROBES = frozenset({"/ready", "/health"})  # open to the node itself, whatever `auth.allow` says
 ROUTE_SCOPES = {
     "/v1/tts": SYNTHESIZE,
     "/v1/audio/speech": SYNTHESIZE,
@@ -195,7 +204,7 @@ async def _admit(
     """Allowlist for every route; for API routes also per-IP rate, token, per-subject rate —
     all before any work is done."""
     gate = runtime.gate
-    if not allowed(ip, gate.allow):
+    if not allowed(ip, gate.allow) and not _local_probe(request, ip):
         raise AuthError(403, "forbidden_ip", f"{ip} is not allowed")
     if scope is None:
         return
@@ -205,6 +214,14 @@ async def _admit(
     await _limit(
         state, gate.per_subject, f"sub:{principal.subject}", "rate_subject", "this subject"
     )
+
+
+def _local_probe(request: web.Request, ip: str) -> bool:
+    """The node's own health probes (keepalived's track script, the upgrade playbook) on
+    /ready and /health pass the allowlist from loopback: both the TCP peer and the client
+    it speaks for must be loopback, so no forwarded request gets in this way.  These
+    routes need no token and show only readiness, counts and the VRRP role."""
+    return request.path in PROBES and loopback(request.remote or "") and loopback(ip)
 
 
 async def _limit(state: State, limiter: RateLimiter, key: str, reason: str, whose: str) -> None:
@@ -221,10 +238,16 @@ async def _limit(state: State, limiter: RateLimiter, key: str, reason: str, whos
 
 
 async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response, streamed or not, says which request and which node it is."""
+    """Every response, streamed or not, says which request and which node it is.  While
+    the node drains, every connection closes after its response: a kept-alive one would
+    be reused after the VIP has moved, and the peer would reset it."""
     if REQUEST_ID in request:
         response.headers["X-Request-Id"] = request[REQUEST_ID]
-    response.headers["X-Node"] = request.app[STATE].node
+    state = request.app[STATE]
+    response.headers["X-Node"] = state.node
+    if state.draining:
+        response.force_close()
+        response.headers["Connection"] = "close"
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -319,6 +342,11 @@ async def ready(request: web.Request) -> web.Response:
     ok, status = state.readiness()
     body = {
         "status": status,
+        # Draining with requests still in flight through the VIP: keep the VIP here
+        # until they are done (failover/check_sambertd.sh reads this).
+        "hold_vip": state.holds_vip(),
+        "requests": state.active,  # synthesis requests in flight (what a drain waits for)
+        "parked": state.parked,  # requests that came while draining, waiting for their 503
         "in_flight": runtime.pool.in_flight,
         "queue": runtime.pool.depth,
         "workers": runtime.pool.workers,
@@ -364,6 +392,19 @@ async def admin_cache_purge(request: web.Request) -> web.Response:
     except Exception as exc:  # Redis away: say so (L1 here is cleared already)
         raise ApiError(503, "cache_unavailable", f"Redis: {exc}") from None
     return web.json_response({"purged": purged, "namespace": runtime.config.cache.namespace})
+
+
+def create_probe_app(state: State) -> web.Application:
+    """The local probe listener's app (a Unix socket in the runtime directory, see
+    ``listener.probe_path``): /ready and /health only, no TLS, no token, no allowlist.
+    Only root and the daemon's user can connect, so keepalived's track script and the
+    upgrade playbook can probe a node whose TCP port demands a client certificate."""
+    app = web.Application()
+    app[STATE] = state
+    app.on_response_prepare.append(_stamp)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    return app
 
 
 def create_app(state: State) -> web.Application:

@@ -6,8 +6,9 @@
   engines re-check their GPU and pick up cache purges made on the peer.  SIGHUP (or
   ``POST /v1/admin/reload``) builds a complete new runtime from the config file and swaps it
   in whole, or keeps the running one and says why; READY=1 follows RELOADING=1 either way.
-* **drain**: refuse new work (503, /ready 503) and wait, bounded by ``drain_timeout_s``,
-  for the requests in flight.
+* **drain**: start no new work (/ready 503; new requests wait, then get 503) and wait,
+  bounded by ``drain_timeout_s``, for the requests in flight; meanwhile /ready tells
+  keepalived to keep the VIP here, so their connections are not reset (``drain``).
 * **shutdown**: stop the loops, close the connections, the cache, the audit log and the
   pools — whatever happened before, each step runs.
 
@@ -29,11 +30,11 @@ from aiohttp import web
 
 from sambertd import __version__, runtime
 from sambertd.config import Config
-from sambertd.listener import Listener, bind
+from sambertd.listener import Listener, bind, probe_path
 from sambertd.metrics import Metrics
 from sambertd.notify import Notifier
 from sambertd.pool import JobTimeout, QueueFull
-from sambertd.routes import create_app
+from sambertd.routes import create_app, create_probe_app
 from sambertd.state import ReloadOutcome, State
 
 log = logging.getLogger("sambertd")
@@ -54,6 +55,7 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.state: State | None = None
         self._listener: Listener | None = None
+        self._probe: web.AppRunner | None = None
 
     # -- startup -------------------------------------------------------------------------------
     async def startup(self) -> tuple[web.AppRunner, Listener]:
@@ -77,6 +79,7 @@ class Server:
         listener.runner = app_runner
         self._listener = listener
         await listener.serve(built.tls)
+        await self._serve_probe(state)
         if not config.auth.enabled:
             log.warning(
                 "AUTHENTICATION IS OFF: any local process may call the API "
@@ -95,6 +98,18 @@ class Server:
         self.notifier.ready(state.status_line())
         log.info("ready in %.2f s", time.perf_counter() - started)
         return app_runner, listener
+
+    async def _serve_probe(self, state: State) -> None:
+        """The local probe socket (``listener.probe_path``), when there is a runtime
+        directory.  A stale socket of a dead daemon is replaced."""
+        path = probe_path()
+        if path is None:
+            return
+        runner = self._probe = web.AppRunner(create_probe_app(state), access_log=None)
+        await runner.setup()
+        await web.UnixSite(runner, str(path)).start()
+        path.chmod(0o600)
+        log.info("local probes (/ready, /health) on %s", path)
 
     def _unit(self, engine: str) -> None:
         self.metrics.units.labels(engine).inc()
@@ -240,21 +255,39 @@ class Server:
 
     # -- drain and shutdown ----------------------------------------------------------------------
     async def drain(self) -> None:
-        """Stop taking work and wait (bounded) for what is in flight."""
+        """Stop taking work and wait (bounded) for what is in flight.
+
+        Behind the VIP (README, "The HA pair"): while requests are in flight, /ready is 503
+        but says ``hold_vip``, so the track script keeps the VIP here — moving it would
+        reset those connections.  New requests are parked, not started.  Once the
+        in-flight work is done (or ``drain_timeout_s`` has passed, or a worker hangs),
+        the parked requests get 503 with Retry-After, /ready stops holding the VIP, and
+        the track script's next run (within a second) gives it to the peer, where the
+        clients' retries land."""
         assert self.state is not None
         state = self.state
+        deadline = time.monotonic() + state.runtime.config.server.drain_timeout_s
+        state.drain_deadline = deadline
         state.draining = True
         self.notifier.stopping("draining")
         log.info("draining: %d request(s) in flight", state.active)
-        deadline = time.monotonic() + state.runtime.config.server.drain_timeout_s
 
         def busy() -> bool:
             return bool(state.active) or not all(r.pool.idle() for r in state.runtimes())
 
-        while busy() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if state.active:
-            log.warning("drain timeout: %d request(s) still in flight", state.active)
+        try:
+            while busy() and time.monotonic() < deadline and not state.hung():
+                await asyncio.sleep(0.05)
+            if state.active:
+                log.warning("drain timeout: %d request(s) still in flight", state.active)
+        finally:
+            state.drained.set()
+        parked = state.parked
+        # The parked requests' 503s leave now (milliseconds); let them go before closing.
+        until = time.monotonic() + 2.0
+        while state.parked and time.monotonic() < until:
+            await asyncio.sleep(0.02)
+        log.info("drained; %d parked request(s) told to retry elsewhere", parked)
 
     async def shutdown(self, app_runner: web.AppRunner, listener: Listener) -> None:
         """Every step runs, whatever the one before it did."""
@@ -264,6 +297,8 @@ class Server:
             if isinstance(result, Exception):
                 log.error("background task ended with %s: %s", type(result).__name__, result)
         steps = [listener.close(), app_runner.cleanup()]
+        if self._probe is not None:
+            steps.append(self._close_probe(self._probe))
         if self.state is not None:
             steps += [runtime.close(r) for r in self.state.runtimes()]
         for step in steps:
@@ -271,6 +306,12 @@ class Server:
                 await step
             except Exception as exc:
                 log.error("shutdown step failed: %s: %s", type(exc).__name__, exc)
+
+    async def _close_probe(self, runner: web.AppRunner) -> None:
+        await runner.cleanup()
+        path = probe_path()
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     async def run(self) -> None:
         """startup → serve → drain → shutdown."""

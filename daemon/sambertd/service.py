@@ -43,8 +43,11 @@ class SlowClient(Exception):
 
 async def synthesize(state: State, http: web.Request, call: TtsCall) -> web.StreamResponse:
     """route → cache → (single-flight) synthesis or stream → response."""
-    if state.draining:
-        raise ApiError(503, "not_ready", state.readiness()[1], {"Retry-After": "2"})
+    if state.draining:  # not started here: wait for the drain's end, then 503 (State.park)
+        await state.park()
+        raise ApiError(
+            503, "not_ready", "draining: this node is handing over, retry", {"Retry-After": "2"}
+        )
     runtime: Runtime = http[RUNTIME]
     state.active += 1
     r = call.request

@@ -6,8 +6,10 @@ other's module.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,11 @@ class State:
     metrics: Metrics
     retiring: list[Runtime] = field(default_factory=list)  # replaced, still finishing work
     draining: bool = False
+    drain_deadline: float = 0.0  # time.monotonic() past which the drain stops waiting
+    # Set when the drain is over (in-flight work done, or its deadline passed): requests
+    # parked meanwhile get their 503 and /ready stops asking keepalived to keep the VIP.
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    parked: int = 0  # requests that reached this node while it drains, waiting for `drained`
     active: int = 0  # HTTP requests inside a synthesis handler (streams included)
     streams: int = 0  # of which streams
     served: int = 0
@@ -86,6 +93,32 @@ class State:
         if not self.runtime.config.engine.degrade and not first.startswith(("ok", "degraded")):
             return False, "engine unavailable"
         return True, "degraded"
+
+    def holds_vip(self) -> bool:
+        """Whether keepalived should keep the VIP here although /ready is 503: this node is
+        the VRRP master (or runs without keepalived), it drains, and requests that came
+        through the VIP are still in flight.  Moving the VIP now would reset their TCP
+        connections (the peer's kernel knows none of them), so the track script
+        (failover/check_sambertd.sh) keeps it until they are done, at most until
+        ``drain_deadline``.  New requests meanwhile are parked (see ``park``)."""
+        return (
+            self.draining
+            and not self.drained.is_set()
+            and time.monotonic() < self.drain_deadline
+            and self.role() in ("MASTER", "standalone")
+        )
+
+    async def park(self) -> None:
+        """Hold a request that reached a draining node until the drain is over; the caller
+        then answers 503.  Answering at once would send a client that retries a few
+        seconds later straight back here, where the VIP stays while long requests finish;
+        answered at the drain's end, its retry reaches the peer, which by then holds the
+        VIP.  The wait is bounded by the drain (``server.drain_timeout_s``)."""
+        self.parked += 1
+        try:
+            await self.drained.wait()
+        finally:
+            self.parked -= 1
 
     def role(self) -> str:
         """The keepalived role (MASTER/BACKUP/FAULT) from failover/notify.sh, else

@@ -1,0 +1,74 @@
+"""A bounded client load against the VIP, run in a client network namespace by the HA tests:
+``python tests/vip_client.py VIP PORT TOKEN OUT STOP_FILE [SECONDS]``.
+
+Two workers send short synthesis requests until STOP_FILE appears (or SECONDS pass, or
+20 000 requests each).  A request that fails is retried once after RETRY_AFTER s (the 3 s
+failover bound).  OUT gets one JSON row per request: [time, worker, attempts, status, node].
+"""
+
+import http.client
+import json
+import sys
+import threading
+import time
+
+RETRY_AFTER = 3.0
+# Long enough for a request that a slow runner synthesizes behind another: a slow answer is
+# not the failure this client is here to see.
+TIMEOUT = 5.0
+
+
+def once(vip: str, port: int, token: str, text: str) -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection(vip, port, timeout=TIMEOUT)
+    try:
+        body = json.dumps({"text": text}).encode()
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+        conn.request("POST", "/v1/tts", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("X-Node")
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    vip, port, token, out, stop_file = sys.argv[1:6]
+    deadline = time.time() + (float(sys.argv[6]) if len(sys.argv) > 6 else 150)
+    lock = threading.Lock()
+    results: list[list[object]] = []
+
+    def worker(w: int) -> None:
+        i = 0
+        while time.time() < deadline and i < 20000:
+            try:
+                open(stop_file).close()
+                return
+            except OSError:
+                pass
+            text = f"第{i % 8}号窗口请准备。"
+            attempts, status, node = 0, None, None
+            for attempts in (1, 2):
+                try:
+                    status, node = once(vip, int(port), token, text)
+                    if status == 200:
+                        break
+                except OSError:
+                    status = None
+                if attempts == 1:
+                    time.sleep(RETRY_AFTER)
+            with lock:
+                results.append([time.time(), w, attempts, status, node])
+            i += 1
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with open(out, "w") as f:
+        json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main()
