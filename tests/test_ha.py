@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,60 +27,8 @@ VIP_HOST = 100
 SECRET = b"ha-test-secret-0123456789abcdef-0123456789"
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
-CLIENT = textwrap.dedent("""
-    import http.client, json, sys, time, threading
-    vip, port, token, out, stop_file = sys.argv[1:6]
-    port = int(port)
-    deadline = time.time() + 150
-    RETRY_AFTER = 3.0
-    # Long enough for a request that a slow runner synthesizes behind another (a cold
-    # node's first texts): a slow answer is not the failure this client is here to see.
-    TIMEOUT = 5.0
-    lock = threading.Lock()
-    results = []
-
-    def once(text):
-        conn = http.client.HTTPConnection(vip, port, timeout=TIMEOUT)
-        try:
-            body = json.dumps({"text": text}).encode()
-            conn.request("POST", "/v1/tts", body=body, headers={
-                "Content-Type": "application/json", "Authorization": "Bearer " + token})
-            r = conn.getresponse()
-            r.read()
-            return r.status, r.getheader("X-Node")
-        finally:
-            conn.close()
-
-    def worker(w):
-        i = 0
-        while time.time() < deadline and i < 20000:
-            try:
-                open(stop_file).close()
-                return
-            except OSError:
-                pass
-            text = "第%d号窗口请准备。" % (i % 8)
-            attempts, status, node = 0, None, None
-            for attempts in (1, 2):  # the client retries once, after the 3 s failover bound
-                try:
-                    status, node = once(text)
-                    if status == 200:
-                        break
-                except OSError:
-                    status = None
-                if attempts == 1:
-                    time.sleep(RETRY_AFTER)
-            with lock:
-                results.append([time.time(), w, attempts, status, node])
-            i += 1
-            time.sleep(0.02)
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    with open(out, "w") as f:
-        json.dump(results, f)
-""")
+# The load client: tests/vip_client.py (two workers, one retry after the 3 s failover bound).
+CLIENT = REPO / "tests" / "vip_client.py"
 
 
 class Pair:
@@ -223,11 +170,10 @@ def client_token() -> str:
 
 def start_client(pair: Pair, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
     """The load client in the client namespace; it stops when ``stop_file`` appears."""
-    (tmp_path / "client.py").write_text(CLIENT)
     results, stop_file = tmp_path / "results.json", tmp_path / "stop"
     command = [
         sys.executable,
-        str(tmp_path / "client.py"),
+        str(CLIENT),
         pair.vip,
         str(PORT),
         client_token(),
