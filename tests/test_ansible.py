@@ -68,7 +68,8 @@ def _toml_defaults() -> dict[str, dict[str, Any]]:
 def _env(tmp: Path, project: Path) -> dict[str, str]:
     home = tmp / "home"
     home.mkdir(exist_ok=True)
-    env = dict(os.environ)
+    # The caller's own Ansible settings (a vault password file, a config) stay out.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(
         HOME=str(home),
         XDG_CACHE_HOME=str(home / ".cache"),
@@ -81,7 +82,6 @@ def _env(tmp: Path, project: Path) -> dict[str, str]:
         ANSIBLE_RETRY_FILES_ENABLED="0",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
-    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
     return env
 
 

@@ -9,7 +9,6 @@ what to do; real secrets must pass the checks.  Ansible's own state stays under 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.test_ansible import _env as ansible_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,22 +45,8 @@ TASK = re.compile(r"^TASK \[(?:[\w.]+ : )?(.+?)\] \**$", re.M)
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        HOME=str(home),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        ANSIBLE_CONFIG=str(tmp / "ansible" / "ansible.cfg"),
-        ANSIBLE_HOME=str(home / ".ansible"),
-        ANSIBLE_LOCAL_TEMP=str(home / "ansible-local"),
-        ANSIBLE_REMOTE_TEMP=str(home / "ansible-remote"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    return env
+    """tests/test_ansible.py's environment, for the project copied into ``tmp``."""
+    return ansible_env(tmp, tmp)
 
 
 def _project(tmp: Path, vault: dict[str, str] | None) -> Path:
