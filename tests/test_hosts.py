@@ -4,7 +4,8 @@ hosts (tests/hosts.py): tts-a and tts-b (sambertd, Redis, Sentinel, keepalived) 
 
 One module-scoped fleet runs the tests in file order: check mode on fresh hosts, the rollout
 and its idempotence, failures under a client load through the VIP, a rolling upgrade to N+1
-and back, a broken upgrade, and a partition that the witness settles.
+and back, check mode refusing what the real run would, a broken upgrade and its rollback, a
+partition that the witness settles, and the upgrade to a bundle with the production engine.
 """
 
 from __future__ import annotations
