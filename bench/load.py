@@ -42,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -214,22 +215,26 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listens on {port} after {timeout} s")
 
 
-def bare_rows(args: argparse.Namespace, pins: Pins, side: Side) -> Rows:
-    """The aiohttp ceiling; the same code on both sides (its ratio is the run's noise)."""
+@contextmanager
+def bare_server(pins: Pins, source: str = BARE) -> Iterator[int]:
+    """The bare aiohttp server (``source``, formatted with its port) on the server's CPUs;
+    yields its port once it listens, and stops it by its pid."""
     port = free_port()
     with pinned(pins.server):
-        bare = subprocess.Popen([sys.executable, "-c", BARE.format(port=port)])
+        bare = subprocess.Popen([sys.executable, "-c", source.format(port=port)])
     try:
         wait_port(port)
-        return [
-            (
-                "bare aiohttp (ceiling)",
-                hit_stats(f"http://127.0.0.1:{port}/v1/tts", {"text": "x"}, args, pins),
-            )
-        ]
+        yield port
     finally:
         bare.terminate()
         bare.wait(30)
+
+
+def bare_rows(args: argparse.Namespace, pins: Pins, side: Side) -> Rows:
+    """The aiohttp ceiling; the same code on both sides (its ratio is the run's noise)."""
+    with bare_server(pins) as port:
+        url = f"http://127.0.0.1:{port}/v1/tts"
+        return [("bare aiohttp (ceiling)", hit_stats(url, {"text": "x"}, args, pins))]
 
 
 def prime(d: DaemonProcess) -> str:
@@ -275,9 +280,8 @@ def pool_workers(d: DaemonProcess) -> str:
     return str(json.loads(body).get("workers", "?")) if status == 200 else "?"
 
 
-def engine_rows(spec: str, args: argparse.Namespace, side: Side) -> Rows:
-    """Uncached and streamed rows for one WORKERS:THREADS setting (server.workers and
-    engine.threads, as SAMBERTD_* variables; "auto" leaves server.workers at its default)."""
+def engine_settings(spec: str) -> dict[str, Any]:
+    """The daemon's SAMBERTD_* settings for a WORKERS:THREADS spec of the engine rows."""
     workers, threads = spec.split(":")
     settings: dict[str, Any] = {
         "engine_threads": threads,
@@ -286,6 +290,14 @@ def engine_rows(spec: str, args: argparse.Namespace, side: Side) -> Rows:
     }
     if workers != "auto":
         settings["server_workers"] = workers
+    return settings
+
+
+def engine_rows(spec: str, args: argparse.Namespace, side: Side) -> Rows:
+    """Uncached and streamed rows for one WORKERS:THREADS setting (server.workers and
+    engine.threads, as SAMBERTD_* variables; "auto" leaves server.workers at its default)."""
+    workers, threads = spec.split(":")
+    settings = engine_settings(spec)
     with tempfile.TemporaryDirectory() as tmp:
         d = DaemonProcess(Path(tmp), env=overrides(side), **settings)
         try:

@@ -119,7 +119,7 @@ class Site:
     def write_inventory(self, **extra: object) -> None:
         hosts: dict[str, dict[str, object]] = {
             name: {"ansible_host": self.ip(name), "sambertd_node_ip": self.ip(name)}
-            for name in FLEET
+            for name in self.fleet.hosts
         }
         hosts["tts-a"]["keepalived_priority"] = 250
         hosts["tts-b"]["keepalived_priority"] = 240
@@ -150,11 +150,14 @@ class Site:
             ],
             **extra,
         }
+        # Scale-out: a host beyond FLEET is an extra TTS node (group tts_nodes: sambertd only).
+        extras = {n: h for n, h in hosts.items() if n not in FLEET}
         inventory = {
             "all": {
                 "children": {
                     "tts": {"hosts": {n: hosts[n] for n in ("tts-a", "tts-b")}},
                     "witness": {"hosts": {"witness1": hosts["witness1"]}},
+                    **({"tts_nodes": {"hosts": extras}} if extras else {}),
                 },
                 "vars": variables,
             }
@@ -275,13 +278,16 @@ def token() -> str:
 class Load:
     """tests/vip_client.py in the controller namespace; ``stop()`` returns its records."""
 
-    def __init__(self, site: Site, name: str, seconds: float = 600) -> None:
+    def __init__(
+        self, site: Site, name: str, seconds: float = 600, workers: int = 2, fresh: bool = False
+    ) -> None:
         self.site = site
         self.out, self.stop_file = site.work / f"{name}.json", site.work / f"{name}.stop"
         cmd = [
             "ip", "netns", "exec", site.lab.ns(CONTROLLER), sys.executable,
             str(REPO / "tests" / "vip_client.py"), site.vip, str(PORT), token(),
-            str(self.out), str(self.stop_file), str(seconds),
+            str(self.out), str(self.stop_file), str(seconds), str(workers),
+            *(["fresh"] if fresh else []),
         ]  # fmt: skip
         with (site.work / f"{name}.log").open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

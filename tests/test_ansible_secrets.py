@@ -81,12 +81,14 @@ def _project(tmp: Path, vault: dict[str, str] | None) -> Path:
     return ansible
 
 
-def _play(tmp: Path, *extra: str, playbook: str = "site.yml") -> tuple[int, str]:
+def _play(
+    tmp: Path, *extra: str, playbook: str = "site.yml", inventory: str = "inventory.example.yml"
+) -> tuple[int, str]:
     assert ANSIBLE_PLAYBOOK is not None
     cmd = [
         ANSIBLE_PLAYBOOK,
         "-i",
-        "inventory.example.yml",
+        inventory,
         playbook,
         "--check",
         "--vault-password-file",
@@ -213,3 +215,37 @@ def test_real_secrets_from_the_vault_pass_the_checks(tmp_path: Path) -> None:
         assert f"TASK [{task}]" in out, task
     for secret in GOOD.values():
         assert secret not in out  # quiet: no secret is printed
+
+
+def test_scaleout_checks_every_tts_node_and_the_haproxy_files(tmp_path: Path) -> None:
+    """inventory.scaleout.example.yml: the extra TTS nodes (tts_nodes) get the sambertd
+    checks too, and a missing HAProxy TLS file stops the run before any change."""
+    _project(tmp_path, GOOD)
+    rc, out = _play(tmp_path, "--tags", "secrets", inventory="inventory.scaleout.example.yml")
+    assert rc == 0, out[-4000:]
+    recap = {m[0]: (int(m[2]), int(m[4])) for m in RECAP.findall(out)}
+    assert set(recap) == {"tts-a", "tts-b", "tts-c", "tts-d", "witness1"}, out[-4000:]
+    assert all(failed == 0 for _, failed in recap.values()), out[-4000:]
+    # site.yml's first play (no role prefix) checks the extra nodes' sambertd secrets too.
+    first = out.split("TASK [Refuse a missing or placeholder Redis password] ", 1)[1]
+    first = first.split("TASK [", 1)[0]
+    assert "ok: [tts-c]" in first and "ok: [tts-d]" in first, first
+    assert "TASK [Refuse HAProxy TLS files that are not on the controller]" in out
+    for secret in GOOD.values():
+        assert secret not in out
+
+    tmp2 = tmp_path / "missing"
+    tmp2.mkdir()
+    _project(tmp2, GOOD)
+    # The daemons' key stays; only HAProxy's copy of it is named wrong.
+    inventory = tmp2 / "ansible" / "inventory.scaleout.example.yml"
+    inventory.write_text(
+        inventory.read_text().replace(
+            "{src: files/server.key, dest: /etc/haproxy/",
+            "{src: files/haproxy.key, dest: /etc/haproxy/",
+        )
+    )
+    rc, out = _play(tmp2, inventory="inventory.scaleout.example.yml")
+    _refused_early(
+        rc, out, "files/haproxy.key (to be installed as /etc/haproxy/certs/sambertd.pem.key)"
+    )

@@ -32,8 +32,8 @@ CLIENT = REPO / "tests" / "vip_client.py"
 
 
 class Pair:
-    def __init__(self, lab: Lab, work: Path) -> None:
-        self.lab, self.work = lab, work
+    def __init__(self, lab: Lab, work: Path, port: int = PORT) -> None:
+        self.lab, self.work, self.port = lab, work, port
         self.vip = lab.address(VIP_HOST)
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
         self.settings: dict[str, str] = {}  # extra SAMBERTD_* for both daemons
@@ -41,7 +41,7 @@ class Pair:
         # keepalived's script security wants root-owned, non-writable paths all the way up.
         self.scripts = Path(f"/run/sbd-{lab.tag}")
         self.scripts.mkdir(mode=0o755)
-        for name in ("check_sambertd.sh", "notify.sh"):
+        for name in ("check_sambertd.sh", "check_haproxy.sh", "notify.sh"):
             shutil.copy(REPO / "failover" / name, self.scripts / name)
             (self.scripts / name).chmod(0o755)
         (work / "secret").write_bytes(SECRET)
@@ -55,7 +55,7 @@ class Pair:
         env.update(
             {
                 "SAMBERTD_SERVER_HOST": "0.0.0.0",
-                "SAMBERTD_SERVER_PORT": str(PORT),
+                "SAMBERTD_SERVER_PORT": str(self.port),
                 "SAMBERTD_SERVER_NODE_NAME": node,
                 "SAMBERTD_SERVER_QUEUE_SIZE": "64",
                 "SAMBERTD_SERVER_ROLE_FILE": str(self.role_file(node)),
@@ -80,7 +80,7 @@ class Pair:
 
     def ready(self, node: str) -> bool:
         probe = self.lab.exec(
-            node, "curl", "-fsS", "-m", "1", f"http://127.0.0.1:{PORT}/ready", check=False
+            node, "curl", "-fsS", "-m", "1", f"http://127.0.0.1:{self.port}/ready", check=False
         )
         return probe.returncode == 0
 
@@ -98,7 +98,7 @@ class Pair:
             vrrp_peer_ips=peers,
             vrrp_vip=f"{self.vip}/24",
             vrrp_auth_pass="s3cret",
-            sambertd_port=PORT,
+            sambertd_port=self.port,
             check_script=self.scripts / "check_sambertd.sh",
             notify_script=self.scripts / "notify.sh",
             role_file=self.role_file(node),

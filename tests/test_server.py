@@ -387,6 +387,39 @@ def test_sigterm_drains_in_flight_and_refuses_new_work(small: DaemonProcess) -> 
     assert "draining" in small.log()
 
 
+def test_draining_behind_a_proxy_refuses_new_work_at_once(tmp_path: Path) -> None:
+    """Behind HAProxy (the peer is a trusted proxy), a request that reaches a draining node
+    gets its 503 while the in-flight one still runs, so HAProxy re-sends it to another node
+    at once; straight from a client (above) it waits for the drain's end."""
+    d = DaemonProcess(
+        tmp_path,
+        server_workers="1",
+        auth_trusted_proxies="127.0.0.1/32",
+        server_drain_timeout_s="60",
+    )
+    d.wait_ready()
+
+    async def go() -> tuple[int, float, int]:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{d.port}"
+            inflight = asyncio.create_task(s.post(f"{url}/v1/tts", json={"text": LONG}))
+            await until(lambda: d.metric("sambertd_in_flight") == 1)
+            d.signal(signal.SIGTERM)
+            await until(lambda: d.get("/ready")[0] == 503)
+            async with s.post(f"{url}/v1/tts", json={"text": SHORT}) as late:
+                late_status = late.status
+            still_running = d.metric("sambertd_in_flight")
+            r = await inflight
+            await r.read()
+            return late_status, still_running, r.status
+
+    try:
+        assert asyncio.run(go()) == (503, 1, 200)
+        assert d.proc.wait(30) == 0
+    finally:
+        d.stop()
+
+
 def test_port_in_use_fails_clearly(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

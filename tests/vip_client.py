@@ -1,17 +1,19 @@
 """A bounded client load against the VIP, run in a client network namespace by the HA tests:
-``python tests/vip_client.py VIP PORT TOKEN OUT STOP_FILE [SECONDS]``.
+``python tests/vip_client.py VIP PORT TOKEN OUT STOP_FILE [SECONDS [WORKERS [fresh]]]``.
 
-Two workers send short synthesis requests until STOP_FILE appears (or SECONDS pass, or
-20 000 requests each).  A request that fails is retried once after RETRY_AFTER s (the 3 s
-failover bound).  A 429 (over the rate limit, or the queue full) is flow control, not a
-failure: the client waits Retry-After and sends again (at most BUSY_RESENDS times), as a
-well-behaved client does, without using up its retry.  OUT gets one JSON row per request:
-[time, worker, attempts, status, node, what each failed attempt got (an HTTP status with the
-node, or the exception), started].
+WORKERS (2) workers send short synthesis requests until STOP_FILE appears (or SECONDS pass,
+or 20 000 requests each): eight texts over and over (mostly cache hits), or with ``fresh``
+a new text each time, so every request is synthesized.  A request that fails is retried
+once after RETRY_AFTER s (the 3 s failover bound).  A 429 (over the rate limit, or the queue
+full) is flow control, not a failure: the client waits Retry-After and sends again (at most
+BUSY_RESENDS times), as a well-behaved client does, without using up its retry.  OUT gets
+one JSON row per request: [time, worker, attempts, status, node, what each failed attempt
+got (an HTTP status with the node, or the exception), started].
 """
 
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -44,6 +46,9 @@ def once(vip: str, port: int, token: str, text: str) -> tuple[int, str | None]:
 def main() -> None:
     vip, port, token, out, stop_file = sys.argv[1:6]
     deadline = time.time() + (float(sys.argv[6]) if len(sys.argv) > 6 else 150)
+    workers = int(sys.argv[7]) if len(sys.argv) > 7 else 2
+    fresh = len(sys.argv) > 8 and sys.argv[8] == "fresh"
+    run = os.getpid() % 1000  # fresh texts differ from one client run to the next
     lock = threading.Lock()
     results: list[list[object]] = []
 
@@ -55,7 +60,7 @@ def main() -> None:
                 return
             except OSError:
                 pass
-            text = f"第{i % 8}号窗口请准备。"
+            text = f"请{run}{w}组第{i}号到窗口。" if fresh else f"第{i % 8}号窗口请准备。"
             attempts, status, node, why = 0, None, None, []
             started = time.time()
             for attempts in (1, 2):
@@ -74,7 +79,7 @@ def main() -> None:
             i += 1
             time.sleep(0.02)
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
     for t in threads:
         t.start()
     for t in threads:

@@ -373,6 +373,10 @@ class Gate:
     def client(self, peer: str, forwarded_for: str | None) -> str:
         return client_ip(peer, forwarded_for, self.trusted)
 
+    def proxied(self, peer: str) -> bool:
+        """The TCP peer is a trusted proxy (HAProxy in scale-out), not a client on the VIP."""
+        return _in(peer, self.trusted)
+
     def authenticate(self, authorization: str | None, ip: str, scope: str) -> Principal:
         """The caller's identity and scope check; raises :class:`AuthError`."""
         if self.verifier is None:

@@ -43,12 +43,15 @@ class SlowClient(Exception):
 
 async def synthesize(state: State, http: web.Request, call: TtsCall) -> web.StreamResponse:
     """route → cache → (single-flight) synthesis or stream → response."""
-    if state.draining:  # not started here: wait for the drain's end, then 503 (State.park)
-        await state.park()
+    runtime: Runtime = http[RUNTIME]
+    if state.draining:  # not started here: 503, after the drain's end (State.park) on the VIP
+        # From a trusted proxy (HAProxy, scale-out) the 503 goes at once: the proxy re-sends
+        # the request to another node now, instead of after this node's longest request.
+        if not runtime.gate.proxied(http.remote or ""):
+            await state.park()
         raise ApiError(
             503, "not_ready", "draining: this node is handing over, retry", {"Retry-After": "2"}
         )
-    runtime: Runtime = http[RUNTIME]
     state.active += 1
     r = call.request
     info: dict[str, Any] = {
