@@ -364,25 +364,32 @@ def test_disconnected_client_leaves_the_queue(small: DaemonProcess) -> None:
     assert small.metric('sambertd_requests_total{route="/v1/tts",status="200"}') == 1
 
 
-def test_sigterm_drains_in_flight_and_refuses_new_work(small: DaemonProcess) -> None:
-    async def go() -> tuple[int, int, int]:
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{small.port}"
-            inflight = asyncio.create_task(s.post(f"{url}/v1/tts", json={"text": LONG}))
-            await until(lambda: small.metric("sambertd_in_flight") == 1)
-            small.signal(signal.SIGTERM)
-            await until(lambda: small.get("/ready")[0] == 503)  # it has begun to drain
-            async with s.post(f"{url}/v1/tts", json={"text": SHORT}) as late:
-                late_status = late.status
-            async with s.get(f"{url}/ready") as rd:
-                ready_status = rd.status
-            r = await inflight
-            body = await r.read()
-            assert len(body) > 100_000
-            return r.status, late_status, ready_status
+async def _late_request_while_draining(d: DaemonProcess) -> tuple[int, float, int, int, int]:
+    """A long request in flight, SIGTERM, then a short one.  Returns the short one's status,
+    ``sambertd_in_flight`` when its answer came, /ready's status then, and the long one's
+    status and body size."""
+    async with aiohttp.ClientSession() as s:
+        url = f"http://127.0.0.1:{d.port}"
+        inflight = asyncio.create_task(s.post(f"{url}/v1/tts", json={"text": LONG}))
+        await until(lambda: d.metric("sambertd_in_flight") == 1)
+        d.signal(signal.SIGTERM)
+        await until(lambda: d.get("/ready")[0] == 503)  # it has begun to drain
+        async with s.post(f"{url}/v1/tts", json={"text": SHORT}) as late:
+            late_status = late.status
+        running = d.metric("sambertd_in_flight")
+        async with s.get(f"{url}/ready") as rd:
+            ready_status = rd.status
+        r = await inflight
+        body = await r.read()
+        return late_status, running, ready_status, r.status, len(body)
 
-    done, late, ready = asyncio.run(go())
+
+def test_sigterm_drains_in_flight_and_refuses_new_work(small: DaemonProcess) -> None:
+    """Straight from a client, the late request is parked: its 503 comes once the in-flight
+    one is done."""
+    late, running, ready, done, size = asyncio.run(_late_request_while_draining(small))
     assert (done, late, ready) == (200, 503, 503)
+    assert running == 0 and size > 100_000
     assert small.proc.wait(30) == 0
     assert "draining" in small.log()
 
@@ -397,24 +404,10 @@ def test_draining_behind_a_proxy_refuses_new_work_at_once(tmp_path: Path) -> Non
         auth_trusted_proxies="127.0.0.1/32",
         server_drain_timeout_s="60",
     )
-    d.wait_ready()
-
-    async def go() -> tuple[int, float, int]:
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{d.port}"
-            inflight = asyncio.create_task(s.post(f"{url}/v1/tts", json={"text": LONG}))
-            await until(lambda: d.metric("sambertd_in_flight") == 1)
-            d.signal(signal.SIGTERM)
-            await until(lambda: d.get("/ready")[0] == 503)
-            async with s.post(f"{url}/v1/tts", json={"text": SHORT}) as late:
-                late_status = late.status
-            still_running = d.metric("sambertd_in_flight")
-            r = await inflight
-            await r.read()
-            return late_status, still_running, r.status
-
     try:
-        assert asyncio.run(go()) == (503, 1, 200)
+        d.wait_ready()
+        late, running, _, done, _ = asyncio.run(_late_request_while_draining(d))
+        assert (late, running, done) == (503, 1, 200)
         assert d.proc.wait(30) == 0
     finally:
         d.stop()
