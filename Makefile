@@ -14,9 +14,9 @@ APT_PACKAGES := python3-venv
 # redis-server and redis-sentinel on loopback ports, keepalived (+ curl for its check)
 # in network namespaces; booted Debian hosts (debootstrap, systemd-nspawn, ssh) for the Ansible
 # rollout, with bench/bundle.sh (dpkg-scanpackages) and nft for network partitions; haproxy
-# for the scale-out tests (tests/test_haproxy.py).
+# for the scale-out tests (tests/test_haproxy.py); prometheus for promtool (tests/test_alerts.py).
 TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel keepalived curl \
-  debootstrap systemd-container openssh-client dpkg-dev nftables haproxy
+  debootstrap systemd-container openssh-client dpkg-dev nftables haproxy prometheus
 
 # The production engine's libraries (make install-sambert): torch (this pin is the CPU build
 # that lies on this workplace's disk; a GPU server's wheelhouse brings its own), the

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.daemon import DaemonProcess
 
@@ -123,3 +124,33 @@ def test_kill_9_under_load_loses_no_acknowledged_record(tmp_path: Path) -> None:
     report = verify_cli(d.audit_dir)
     # At most the record being written at the kill may be torn; nothing else may be broken.
     assert report.returncode == 0 or "torn" in report.stdout, report.stdout
+
+
+def test_a_full_audit_disk_withholds_answers_and_is_counted(tmp_path: Path) -> None:
+    """The audit directory on a small tmpfs of our own (unmounted afterwards), filled up
+    while the daemon runs: the next API request gets 503 audit_unavailable, never an
+    unrecorded answer, and sambertd_audit_write_failures_total counts it for the alert."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        d = DaemonProcess(tmp_path, audit_directory=str(disk))
+        try:
+            d.wait_ready()
+            assert d.post("/v1/tts", {"text": "您好。"})[0] == 200
+            with contextlib.suppress(OSError), (disk / "filler").open("wb") as f:
+                while True:  # bounded by the tmpfs's 1 MiB
+                    f.write(b"\0" * 65536)
+            # The audit file's last page may still have room for a few records.
+            for i in range(40):
+                status, _, body = d.post("/v1/tts", {"text": f"请稍候{i}。"})
+                if status != 200:
+                    break
+            assert status == 503 and json.loads(body)["error"]["code"] == "audit_unavailable"
+            assert d.metric("sambertd_audit_write_failures_total") >= 1
+        finally:
+            d.stop()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -55,6 +55,11 @@ def test_ready_says_degraded_and_why(degrading: DaemonProcess) -> None:
     assert status == 200 and ready["status"] == "degraded"
     assert ready["engines"]["baker"] == "ok"
     assert "cannot load" in ready["engines"]["sambert"]
+    # ... and /metrics says so for the alert rules (config/prometheus/alerts.yml)
+    state = ready["engines"]["sambert"].split(":")[0]
+    assert degrading.metric(f'sambertd_engine_state{{engine="sambert",state="{state}"}}') == 1
+    assert degrading.metric('sambertd_engine_state{engine="baker",state="ok"}') == 1
+    assert degrading.metric('sambertd_engine_state{engine="sambert",state="ok"}') == 0
     voices = {v["id"] for v in json.loads(degrading.get("/v1/voices")[2])["voices"]}
     assert {"zhitian_emo", "zhibei_emo", "baker"} <= voices
 

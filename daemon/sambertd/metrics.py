@@ -10,6 +10,11 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0, 3
 RTF_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
+# What sambertd_engine_state reports: Synthesizer.health()'s first word (breaker.py's states
+# other than "closed", which health() says as ok/degraded).
+ENGINE_STATES = ("ok", "degraded", "open", "half-open")
+
+
 class Metrics:
     """Everything /metrics exposes; gauges read live values through callbacks."""
 
@@ -103,6 +108,26 @@ class Metrics:
         )
         self.workers = Gauge("sambertd_workers", "Concurrent syntheses allowed", registry=r)
         self.streams = Gauge("sambertd_streams_active", "Streams being sent", registry=r)
+        self.engine_state = Gauge(
+            "sambertd_engine_state",
+            "1 for each engine's current state: ok, degraded (e.g. a CPU fallback), or its "
+            "breaker open / half-open (the ladder serves its voices)",
+            ["engine", "state"],
+            registry=r,
+        )
+        self.audit_failures = Counter(
+            "sambertd_audit_write_failures",
+            "API answers withheld (503) or streams cut because their audit record failed",
+            registry=r,
+        )
+
+    def set_engines(self, health: dict[str, str]) -> None:
+        """From ``Synthesizer.health()`` ("ok", "degraded: why", "open: why"), at each
+        scrape: one series per engine and state, 1 for the current one."""
+        for engine, text in health.items():
+            current = text.split(":", 1)[0]
+            for name in ENGINE_STATES:
+                self.engine_state.labels(engine, name).set(1.0 if name == current else 0.0)
 
     def bind(
         self,

@@ -105,6 +105,7 @@ async def _serve(
             await audit(request, name, response.status, started, error)
     except Exception as exc:  # fail closed: no audit record, no answer
         log.error("audit log write failed: %s", exc)
+        state.metrics.audit_failures.inc()
         if response.prepared:  # a finished stream: withhold its final chunk
             _cut(request)
         else:
@@ -363,6 +364,7 @@ async def metrics(request: web.Request) -> web.Response:
     role = state.role()
     for name in ("MASTER", "BACKUP", "FAULT", "STOP", "standalone"):
         state.metrics.role.labels(name).set(1.0 if name == role else 0.0)
+    state.metrics.set_engines(state.runtime.synthesizer.health())
     body = state.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
