@@ -34,6 +34,7 @@ FRONT_PORT = 8080  # what clients call on the VIP: HAProxy
 NODE_PORT = 8081  # each daemon
 STATS_PORT = 8404
 NODES = ("a", "b", "c")
+LONG_TEXT = "各位市民请注意，本市今日发布的政策公告内容如下，请仔细收听。" * 10  # seconds of work
 # HAProxy's httplog: actconn/feconn/beconn/srv_conn/retries ("+" when redispatched).
 RETRIES = re.compile(r" \d+/\d+/\d+/\d+/\+?[1-9]\d* \d+/\d+ ")
 pytestmark = pytest.mark.skipif(
@@ -311,11 +312,22 @@ def test_draining_node_gets_no_new_requests(site: Site) -> None:
         site.set_state("b", "ready")
         wait_served(site, "b", undrained, count=2)
 
+        # A long text straight to C (seconds of synthesis): surely in flight at the SIGTERM.
+        long = site.lab.popen(
+            "x",
+            [
+                *("curl", "-fsS", "-o", "/dev/null", "-m", "120"),
+                *("-H", f"Authorization: Bearer {client_token()}"),
+                *("-H", "Content-Type: application/json", "-d", json.dumps({"text": LONG_TEXT})),
+                f"http://{lab.ip('c')}:{NODE_PORT}/v1/tts",
+            ],
+        )
         lab.wait(lambda: site.busy("c"), 30, 0.01)
         site.pair.daemons["c"].send_signal(signal.SIGTERM)
         stopping = time.time()
         lab.wait(lambda: site.status("c") == {"DOWN"}, 15)
-        assert site.pair.daemons["c"].wait(60) == 0  # the drain ended, the daemon exited
+        assert long.wait(120) == 0  # the one in flight finished, with 200
+        assert site.pair.daemons["c"].wait(60) == 0  # then the drain ended, the daemon exited
         for other in ("a", "b"):
             wait_served(site, other, stopping, count=3)
         restarted = time.time()
@@ -326,7 +338,7 @@ def test_draining_node_gets_no_new_requests(site: Site) -> None:
     print(f"\ndrains: {len(records)} requests, {len(retried(records))} retried")
     assert not in_window(records, "b", drained, undrained)
     assert not in_window(records, "c", stopping, restarted)
-    assert any(stopping < t < restarted for t in audit_times(site, "c"))  # in-flight finished
+    assert any(stopping < t < restarted for t in audit_times(site, "c"))  # (the long text)
     assert not failed(records), failed(records)[:5]
     assert not retried(records), retried(records)[:5]
 
@@ -336,7 +348,7 @@ def test_stream_cut_mid_way_is_not_retried(site: Site, tmp_path: Path) -> None:
     request again (the client would get a second audio spliced onto the first), so the
     client sees the stream end early, without its last chunk: an error it can act on."""
     lab = site.lab
-    text = "各位市民请注意，本市今日发布的政策公告内容如下，请仔细收听。" * 10
+    text = LONG_TEXT
     headers, body = tmp_path / "headers", tmp_path / "body"
     request = json.dumps({"text": text, "stream": True})
     curl = lab.popen(
