@@ -145,7 +145,7 @@ def role_defaults(**overrides: Any) -> dict[str, Any]:
         "redis_port": 6379,
         "redis_master_port": 6379,
         "redis_maxmemory": "2gb",
-        "redis_maxmemory_policy": "allkeys-lru",
+        "redis_maxmemory_policy": "volatile-lru",
         "redis_master_name": "sambertd",
         "redis_sentinel_quorum": 2,
         "redis_sentinel_down_after_ms": 3000,
@@ -416,7 +416,7 @@ class Deployment:
                 "nodes": [f"{self.ips[n]}:{self.rport[n]}" for n in ("a", "b")],
                 "password": password,
                 "maxmemory": extra.get("maxmemory", "2gb"),
-                "maxmemory_policy": "allkeys-lru",
+                "maxmemory_policy": "volatile-lru",
             },
             "sentinel": sentinel,
         }
