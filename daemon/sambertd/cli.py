@@ -620,3 +620,13 @@ def _load_model_dir(cfg: Config, path: str) -> None:
             )
     except USER_ERRORS as exc:
         _fail(exc)
+
+
+def _add_client_commands() -> None:
+    """The HTTP client's commands live in their own module (``cli_jobs.py``)."""
+    from sambertd.cli_jobs import jobs
+
+    main.add_command(jobs)
+
+
+_add_client_commands()

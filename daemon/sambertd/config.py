@@ -21,6 +21,8 @@ from typing import Any
 
 DEFAULT_PATHS = (Path("/etc/sambertd/sambertd.toml"),)
 ENV_PREFIX = "SAMBERTD_"
+# Read by the CLI itself, not settings: the config file's path, and `sambertd jobs`'s daemon.
+CLIENT_VARIABLES = frozenset({"SAMBERTD_CONFIG", "SAMBERTD_URL", "SAMBERTD_TOKEN"})
 MAX_BODY_CEILING = 16 * 1024 * 1024  # server.max_body_bytes may be reloaded up to this
 MAX_UNIT_CHARS = 48  # frontend.max_sentence_chars: what every engine can render in one go
 
@@ -146,7 +148,7 @@ class FrontendConfig:
     lexicon: str = ""
     max_sentence_chars: int = 32
     stream_first_chars: int = 10
-    max_text_chars: int = 100_000
+    max_text_chars: int = 200_000
     sentence_pause_ms: int = 250
     sandhi: bool = True
 
@@ -155,6 +157,32 @@ class FrontendConfig:
 class AudioConfig:
     format: str = "wav"
     sample_rate: int = 0  # 0: the voice's native rate (the format's, for alaw/ulaw)
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    enabled: bool = True
+    max_chars: int = 200_000
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_active_per_subject: int = 4
+    concurrency: int = 1
+    retention_s: float = 86400.0
+    lease_s: float = 15.0
+    scan_interval_s: float = 2.0
+    store: str = "local"  # local | s3
+    directory: str = "/var/lib/sambertd/jobs"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = "sambertd/"
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key_file: str = ""
+    s3_tls_ca: str = ""
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +196,8 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: str = "defaults"
 
     def validate(self) -> Config:
@@ -229,6 +259,7 @@ class Config:
             if not host or not port.isdigit():
                 problems.append(f"cache.sentinels: {address!r} is not host:port")
         problems.extend(self._security_problems())
+        problems.extend(self._jobs_problems())
         device = self.sambert.device
         if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", device)):
             problems.append(f"sambert.device {device!r}: use auto, cpu, cuda or cuda:N")
@@ -259,6 +290,26 @@ class Config:
         if problems:
             raise ConfigError(f"{self.source}: " + "; ".join(problems))
         return self
+
+    def _jobs_problems(self) -> list[str]:
+        j, problems = self.jobs, []
+        if not 1 <= j.max_chars <= self.frontend.max_text_chars:
+            problems.append("jobs.max_chars must be 1..frontend.max_text_chars")
+        if not 1024 <= j.max_body_bytes <= MAX_BODY_CEILING:
+            problems.append(f"jobs.max_body_bytes must be 1024..{MAX_BODY_CEILING}")
+        if j.max_active_per_subject < 1 or j.concurrency < 1:
+            problems.append("jobs.max_active_per_subject and jobs.concurrency must be >= 1")
+        if min(j.retention_s, j.lease_s, j.scan_interval_s) <= 0:
+            problems.append("jobs.retention_s, lease_s and scan_interval_s must be > 0")
+        if j.store not in ("local", "s3"):
+            problems.append(f"jobs.store {j.store!r}: use local or s3")
+        if j.store == "local" and not j.directory:
+            problems.append("jobs.store = local needs jobs.directory")
+        if j.store == "s3" and not (j.s3_endpoint and j.s3_bucket):
+            problems.append("jobs.store = s3 needs s3_endpoint and s3_bucket")
+        if j.s3_endpoint and not j.s3_endpoint.startswith(("http://", "https://")):
+            problems.append(f"jobs.s3_endpoint {j.s3_endpoint!r}: give http:// or https://")
+        return problems
 
     def _security_problems(self) -> list[str]:
         problems = []
@@ -363,7 +414,7 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     names = sections()
     for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
             continue
         rest = key[len(ENV_PREFIX) :].lower()
         section = next((s for s in names if rest.startswith(s + "_")), None)

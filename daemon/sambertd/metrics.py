@@ -120,6 +120,27 @@ class Metrics:
             "API answers withheld (503) or streams cut because their audit record failed",
             registry=r,
         )
+        self._jobs(r)
+
+    def _jobs(self, r: CollectorRegistry) -> None:
+        self.jobs_submitted = Counter(
+            "sambertd_jobs_submitted", "Jobs accepted by POST /v1/jobs", registry=r
+        )
+        self.jobs_finished = Counter(
+            "sambertd_jobs_finished",
+            "Jobs this node finished, by final state (done, failed, cancelled)",
+            ["state"],
+            registry=r,
+        )
+        self.jobs_resumed = Counter(
+            "sambertd_jobs_resumed",
+            "Job runs that resumed after units another run had stored (a takeover, a restart)",
+            registry=r,
+        )
+        self.job_units = Counter(
+            "sambertd_job_units", "Units of jobs rendered and stored", registry=r
+        )
+        self.jobs_running = Gauge("sambertd_jobs_running", "Jobs this node runs now", registry=r)
 
     def set_engines(self, health: dict[str, str]) -> None:
         """From ``Synthesizer.health()`` ("ok", "degraded: why", "open: why"), at each

@@ -256,6 +256,7 @@ def spec(config: Config) -> dict[str, Any]:
                     "responses": {"200": {"description": "text format"}},
                 }
             },
+            **_jobs_paths(config, tts_props, secured),
         },
         "components": {
             "securitySchemes": {
@@ -278,5 +279,90 @@ def spec(config: Config) -> dict[str, Any]:
                     },
                 }
             },
+        },
+    }
+
+
+JOB_ERRORS = {
+    **ERRORS,
+    "404": _error("no such job for this subject, jobs turned off, or unknown voice"),
+    "409": _error("the job has not finished (job_not_done): retry after Retry-After"),
+    "429": _error("rate limited, or the subject's unfinished jobs are at jobs.max_active"),
+}
+
+
+def _jobs_paths(
+    config: Config, tts_props: dict[str, Any], secured: dict[str, Any]
+) -> dict[str, Any]:
+    """POST /v1/jobs takes /v1/tts's body (without stream and timestamps) up to
+    ``jobs.max_chars``; the job's record, audio (with ranges) and subtitles by id."""
+    props = {k: v for k, v in tts_props.items() if k not in ("stream", "timestamps")}
+    props["text"] = {**props["text"], "maxLength": config.jobs.max_chars}
+    props["subtitles"] = {**props["subtitles"], "description": "also make srt or vtt"}
+    body = {"type": "object", "required": ["text"], "additionalProperties": False}
+    record = {"description": "the job's record", "content": {"application/json": {}}}
+    job_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    ranged = {"Range": {"description": "one bytes= range (206, or 416 past the end)"}}
+    audio_ok = _audio("the finished audio")
+    subtitles_ok = {
+        "description": "the subtitles",
+        "content": {"application/x-subrip": {}, "text/vtt": {}},
+    }
+    return {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a long text as a background job",
+                "operationId": "jobSubmit",
+                **secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {**body, "properties": props}}},
+                },
+                "responses": {"202": record, **JOB_ERRORS},
+            }
+        },
+        "/v1/jobs/{id}": {
+            "get": {
+                "summary": "A job's state and progress",
+                "operationId": "jobStatus",
+                **secured,
+                "parameters": job_id,
+                "responses": {"200": record, **JOB_ERRORS},
+            },
+            "delete": {
+                "summary": "Cancel an unfinished job (200), delete a finished one (204)",
+                "operationId": "jobDelete",
+                **secured,
+                "parameters": job_id,
+                "responses": {"200": record, "204": {"description": "deleted"}, **JOB_ERRORS},
+            },
+        },
+        "/v1/jobs/{id}/audio": {
+            "get": {
+                "summary": "A finished job's audio " + str(ranged["Range"]["description"]),
+                "operationId": "jobAudio",
+                **secured,
+                "parameters": job_id,
+                "responses": {
+                    "200": audio_ok,
+                    "206": audio_ok,
+                    "416": _error("range past the end"),
+                    **JOB_ERRORS,
+                },
+            }
+        },
+        "/v1/jobs/{id}/subtitles": {
+            "get": {
+                "summary": "A finished job's subtitles (when it asked for them)",
+                "operationId": "jobSubtitles",
+                **secured,
+                "parameters": job_id,
+                "responses": {
+                    "200": subtitles_ok,
+                    "206": subtitles_ok,
+                    "416": _error("range past the end"),
+                    **JOB_ERRORS,
+                },
+            }
         },
     }

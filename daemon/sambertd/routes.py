@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sambertd import __version__, audio, openapi, service, sse
+from sambertd import __version__, audio, console, openapi, service, sse
 from sambertd.auth import (
     ADMIN,
     SYNTHESIZE,
@@ -51,6 +51,10 @@ PROBES = frozenset({"/ready", "/health"})  # open to the node itself, whatever `
 ROUTE_SCOPES = {
     "/v1/tts": SYNTHESIZE,
     "/v1/audio/speech": SYNTHESIZE,
+    "/v1/jobs": SYNTHESIZE,
+    "/v1/jobs/{id}": SYNTHESIZE,
+    "/v1/jobs/{id}/audio": SYNTHESIZE,
+    "/v1/jobs/{id}/subtitles": SYNTHESIZE,
     "/v1/admin/reload": ADMIN,
     "/v1/admin/cache/purge": ADMIN,
 }
@@ -254,12 +258,12 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
 # -- handlers ---------------------------------------------------------------------------------
 
 
-async def _json_body(request: web.Request) -> Any:
-    """The JSON body, at most ``server.max_body_bytes`` of it (the current runtime's limit,
-    so a reload can change it)."""
+async def json_body(request: web.Request, limit: int | None = None) -> Any:
+    """The JSON body, at most ``limit`` bytes, by default ``server.max_body_bytes`` (the
+    current runtime's limit, so a reload can change it)."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    limit = request[RUNTIME].config.server.max_body_bytes
+    limit = limit or request[RUNTIME].config.server.max_body_bytes
     too_large = ApiError(413, "body_too_large", f"body over {limit} bytes")
     if (request.content_length or 0) > limit:
         raise too_large
@@ -290,7 +294,7 @@ def _tts_options(request: web.Request) -> dict[str, Any]:
 
 
 async def tts_post(request: web.Request) -> web.StreamResponse:
-    call = tts_call(await _json_body(request), **_tts_options(request))
+    call = tts_call(await json_body(request), **_tts_options(request))
     return await service.synthesize(request.app[STATE], request, call)
 
 
@@ -306,7 +310,7 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
     synthesized), raw audio or Server-Sent Events.  A cache hit leaves whole, as events too
     when asked; errors before the first byte are JSON like everywhere else."""
     max_chars = request[RUNTIME].config.server.max_request_chars
-    call = openai_call(await _json_body(request), max_chars=max_chars)
+    call = openai_call(await json_body(request), max_chars=max_chars)
     request[sse.SSE] = call.sse
     response = await service.synthesize(request.app[STATE], request, call)
     if call.sse and isinstance(response, web.Response):
@@ -410,7 +414,7 @@ def create_probe_app(state: State) -> web.Application:
 
 
 def create_app(state: State) -> web.Application:
-    # Bodies are read with the runtime's own limit (``_json_body``); this is only a ceiling.
+    # Bodies are read with the runtime's own limit (``json_body``); this is only a ceiling.
     app = web.Application(middlewares=[middleware], client_max_size=MAX_BODY_CEILING)
     app[STATE] = state
     app.on_response_prepare.append(_stamp)
@@ -424,4 +428,5 @@ def create_app(state: State) -> web.Application:
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
     app.router.add_post("/v1/admin/reload", admin_reload)
     app.router.add_post("/v1/admin/cache/purge", admin_cache_purge)
+    console.add_routes(app)  # GET /console: 404 unless [console] enabled (read per request)
     return app

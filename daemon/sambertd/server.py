@@ -30,6 +30,8 @@ from aiohttp import web
 
 from sambertd import __version__, runtime
 from sambertd.config import Config
+from sambertd.jobs import api as jobs_api
+from sambertd.jobs.runner import Jobs
 from sambertd.listener import Listener, bind, probe_path
 from sambertd.metrics import Metrics
 from sambertd.notify import Notifier
@@ -56,6 +58,7 @@ class Server:
         self.state: State | None = None
         self._listener: Listener | None = None
         self._probe: web.AppRunner | None = None
+        self.jobs: Jobs | None = None
 
     # -- startup -------------------------------------------------------------------------------
     async def startup(self) -> tuple[web.AppRunner, Listener]:
@@ -74,7 +77,11 @@ class Server:
         state = self.state = State(built, self.metrics)
         state.reload = self.reload
         self._bind_metrics(state)
-        app_runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None)
+        self.jobs = Jobs(state)
+        app = create_app(state)
+        jobs_api.install(app, self.jobs)
+        await self._check_store()
+        app_runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await app_runner.setup()
         listener.runner = app_runner
         self._listener = listener
@@ -98,6 +105,18 @@ class Server:
         self.notifier.ready(state.status_line())
         log.info("ready in %.2f s", time.perf_counter() - started)
         return app_runner, listener
+
+    async def _check_store(self) -> None:
+        """A result store that cannot be used is logged at start (speech still works; jobs
+        wait until it can be written)."""
+        jobs = self.jobs
+        assert jobs is not None
+        if not self._first.jobs.enabled:
+            return
+        try:  # the store is built in the thread too: boto3 reads its data files
+            await asyncio.to_thread(lambda: jobs.store().check())
+        except Exception as exc:  # StoreError, or a client library's refusal of a setting
+            log.error("jobs: result store unusable, jobs will wait: %s", exc)
 
     async def _serve_probe(self, state: State) -> None:
         """The local probe socket (``listener.probe_path``), when there is a runtime
@@ -126,6 +145,7 @@ class Server:
             workers=lambda: state.runtime.pool.workers,
             streams=lambda: state.streams,
         )
+        m.jobs_running.set_function(lambda: self.jobs.running if self.jobs else 0)
         m.cache_up.set_function(lambda: 1.0 if state.runtime.cache.l2.state == "ok" else 0.0)
 
     # -- serve ---------------------------------------------------------------------------------
@@ -247,6 +267,8 @@ class Server:
             )
         )
         self._spawn(self._every(lambda: EPOCH_POLL_S, self.epoch_step, wait=True))
+        assert self.jobs is not None
+        self._spawn(self.jobs.loop())
         self._spawn(
             self._every(
                 lambda: state.runtime.config.engine.health_interval_s, self.health_step, wait=True
@@ -273,7 +295,8 @@ class Server:
         log.info("draining: %d request(s) in flight", state.active)
 
         def busy() -> bool:
-            return bool(state.active) or not all(r.pool.idle() for r in state.runtimes())
+            jobs = self.jobs.running if self.jobs else 0  # they stop after their current unit
+            return bool(state.active or jobs) or not all(r.pool.idle() for r in state.runtimes())
 
         try:
             while busy() and time.monotonic() < deadline and not state.hung():
@@ -297,6 +320,8 @@ class Server:
             if isinstance(result, Exception):
                 log.error("background task ended with %s: %s", type(result).__name__, result)
         steps = [listener.close(), app_runner.cleanup()]
+        if self.jobs is not None:
+            steps.insert(0, self.jobs.stop())
         if self._probe is not None:
             steps.append(self._close_probe(self._probe))
         if self.state is not None:

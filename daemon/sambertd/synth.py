@@ -359,29 +359,12 @@ class Plan:
         return self.route.format
 
     def native(self, index: int) -> Pcm:
-        """Unit ``index`` at the voice's rate with the silence around it: SSML breaks where
-        the client put them, else the sentence pause between units (none after the last)."""
-        route, unit, sentence = self.route, self.route.units[index], self.sentences[index]
-        rate = route.voice.sample_rate
-        speech = route.rung.synthesize(sentence, route.voice, route.request, unit.scale)
-        if self._on_unit is not None:
-            self._on_unit(route.rung.engine.name)
-        after_break = index > 0 and route.units[index - 1].pause_after_ms is not None
-        speech = trim_edges(
-            speech,
-            head=unit.pause_before_ms > 0 or after_break,
-            tail=unit.pause_after_ms is not None,
-            margin=round(rate * EDGE_MARGIN_S),
+        """Unit ``index`` at the voice's rate with the silence around it (see
+        :func:`native_unit`); its timing joins :attr:`timeline`."""
+        pcm, timing = native_unit(
+            self.route, index, self.sentences[index], self._clock, self.pause_ms, self._on_unit
         )
-        last = index == len(self.sentences) - 1
-        after = unit.pause_after_ms
-        if after is None:
-            after = 0 if last else self.pause_ms
-        before = audio.silence(unit.pause_before_ms / 1000, rate)
-        gap = audio.silence(after / 1000, rate)
-        start = self._clock + len(before)
-        self.timeline.append(unit_timing(sentence, speech, start, rate, len(before), len(gap)))
-        pcm = np.concatenate([before, speech.pcm, gap])
+        self.timeline.append(timing)
         self._clock += len(pcm)
         return pcm
 
@@ -416,3 +399,39 @@ class Plan:
             degraded=route.degraded,
             timing=tuple(self.timeline),
         )
+
+
+def native_unit(
+    route: Route,
+    index: int,
+    sentence: Sentence,
+    clock: int,
+    pause_ms: int,
+    on_unit: Callable[[str], None] | None = None,
+) -> tuple[Pcm, UnitTiming]:
+    """Unit ``index`` of ``route`` at the voice's rate with the silence around it: SSML
+    breaks where the client put them, else the sentence pause between units (none after the
+    last).  ``clock``: samples of the audio before it, where its timing starts.  A unit
+    depends only on its neighbours' pauses, so a job can render units on any node, in any
+    run, and join them: the same samples as one piece."""
+    unit = route.units[index]
+    rate = route.voice.sample_rate
+    speech = route.rung.synthesize(sentence, route.voice, route.request, unit.scale)
+    if on_unit is not None:
+        on_unit(route.rung.engine.name)
+    after_break = index > 0 and route.units[index - 1].pause_after_ms is not None
+    speech = trim_edges(
+        speech,
+        head=unit.pause_before_ms > 0 or after_break,
+        tail=unit.pause_after_ms is not None,
+        margin=round(rate * EDGE_MARGIN_S),
+    )
+    last = index == len(route.units) - 1
+    after = unit.pause_after_ms
+    if after is None:
+        after = 0 if last else pause_ms
+    before = audio.silence(unit.pause_before_ms / 1000, rate)
+    gap = audio.silence(after / 1000, rate)
+    start = clock + len(before)
+    timing = unit_timing(sentence, speech, start, rate, len(before), len(gap))
+    return np.concatenate([before, speech.pcm, gap]), timing

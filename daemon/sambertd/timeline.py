@@ -35,6 +35,11 @@ class UnitTiming:
     def pack(self) -> list[Any]:
         return [self.begin, self.finish, [list(c) for c in self.chars], self.measured]
 
+    def shifted(self, ms: int) -> UnitTiming:
+        """The same unit ``ms`` later in the audio (a job's units are timed on their own)."""
+        chars = tuple((i, a + ms, b + ms) for i, a, b in self.chars)
+        return UnitTiming(self.begin + ms, self.finish + ms, chars, self.measured)
+
     @classmethod
     def unpack(cls, data: Sequence[Any]) -> UnitTiming:
         begin, finish, chars, measured = data

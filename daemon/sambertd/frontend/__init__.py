@@ -123,11 +123,12 @@ class Frontend:
         """The unit texts of plain ``text`` (see :meth:`units`)."""
         return tuple(u.text for u in self.units(self.document(text, False), first_max_chars))
 
-    def read(self, units: Sequence[Unit | str]) -> list[Sentence]:
-        """G2P of units from :meth:`units`; raises when nothing speakable remains.  Fixed
+    def read(self, units: Sequence[Unit | str], whole: bool = True) -> list[Sentence]:
+        """G2P of units from :meth:`units`; raises when nothing speakable remains (``whole``:
+        these are all the text's units; a job reads its units a few at a time).  Fixed
         readings (``<phoneme>``) are taken as given, ``<w>`` parts become one word."""
         read = [self._read(u if isinstance(u, Unit) else Unit((Part(u),))) for u in units]
-        if not any(s.syllables for s in read):
+        if whole and not any(s.syllables for s in read):
             raise FrontendError(
                 UNSPEAKABLE_TEXT, "text has nothing a Mandarin voice can read aloud"
             )
