@@ -137,6 +137,12 @@ class Site:
         answer = self.lab.exec(node, "curl", "-sS", f"http://127.0.0.1:{NODE_PORT}/ready")
         return bool(json.loads(answer.stdout)["requests"])
 
+    def streaming(self, node: str) -> bool:
+        """``node``'s daemon is sending a stream (``sambertd_streams_active``)."""
+        answer = self.lab.exec(node, "curl", "-sS", f"http://127.0.0.1:{NODE_PORT}/metrics")
+        gauge = re.search(r"^sambertd_streams_active (\S+)$", answer.stdout, re.MULTILINE)
+        return gauge is not None and float(gauge.group(1)) >= 1
+
     def retried(self, node: str) -> int:
         """Requests this node's current HAProxy sent again (its log's retries field)."""
         lines = self.logs[node][-1].read_text().splitlines()
@@ -312,17 +318,20 @@ def test_draining_node_gets_no_new_requests(site: Site) -> None:
         site.set_state("b", "ready")
         wait_served(site, "b", undrained, count=2)
 
-        # A long text straight to C (seconds of synthesis): surely in flight at the SIGTERM.
+        # A long text straight to C (seconds of synthesis), as a stream: the load never
+        # streams, so C's active-stream gauge says this very request is in its hands (a
+        # busy C alone did not: the SIGTERM once beat it there and it was parked).
+        body = json.dumps({"text": LONG_TEXT, "stream": True})
         long = site.lab.popen(
             "x",
             [
                 *("curl", "-fsS", "-o", "/dev/null", "-m", "120"),
                 *("-H", f"Authorization: Bearer {client_token()}"),
-                *("-H", "Content-Type: application/json", "-d", json.dumps({"text": LONG_TEXT})),
+                *("-H", "Content-Type: application/json", "-d", body),
                 f"http://{lab.ip('c')}:{NODE_PORT}/v1/tts",
             ],
         )
-        lab.wait(lambda: site.busy("c"), 30, 0.01)
+        lab.wait(lambda: site.streaming("c"), 30, 0.01)
         site.pair.daemons["c"].send_signal(signal.SIGTERM)
         stopping = time.time()
         lab.wait(lambda: site.status("c") == {"DOWN"}, 15)
