@@ -291,8 +291,8 @@ class Jobs:
     async def _render(
         self, job: Job, route: Route, board: Board, store: ResultStore, runtime: Runtime
     ) -> bool:
-        """Render and store the units after ``job.done``, as many at once as the pool has
-        workers; progress counts the units stored without a gap (where a resume starts).
+        """Render and store the units after ``job.done``, ``workers / jobs.concurrency`` at
+        once; progress counts the units stored without a gap (where a resume starts).
         True when all are stored; False when handed back (drain) or cancelled."""
         width = max(1, runtime.pool.workers // runtime.config.jobs.concurrency)
         pending: dict[int, asyncio.Task[int]] = {}
