@@ -144,6 +144,30 @@ def encode(pcm: npt.NDArray[np.float32], rate: int, fmt: Format) -> bytes:
     return complete
 
 
+def open_writer(target: Any, fmt: Format, rate: int) -> sf.SoundFile:
+    """libsndfile's writer of ``fmt`` (a container format) into ``target``, a path or a
+    file-like object; MP3 at a constant bit rate (see MP3_LEVEL)."""
+    mp3 = {"compression_level": MP3_LEVEL, "bitrate_mode": "CONSTANT"}
+    return sf.SoundFile(
+        target,
+        "w",
+        rate,
+        1,
+        format=fmt.container,
+        subtype=fmt.subtype,
+        **(mp3 if fmt.container == "MP3" else {}),
+    )
+
+
+def write_samples(file: sf.SoundFile, fmt: Format, pcm: npt.NDArray[np.float32]) -> None:
+    """Write ``pcm`` to a writer of :func:`open_writer`: 16-bit formats quantized exactly as
+    the raw ``pcm`` format is, the others from clipped floats."""
+    if fmt.subtype == "PCM_16":
+        file.write(np.frombuffer(to_int16(pcm), dtype="<i2"))
+    else:
+        file.write(np.clip(pcm, -1.0, 1.0))
+
+
 def silence(seconds: float, rate: int) -> npt.NDArray[np.float32]:
     return np.zeros(round(seconds * rate), dtype=np.float32)
 
@@ -168,16 +192,7 @@ class Encoder:
         self._sink = _Sink(ogg=fmt.container == "OGG")
         self._file: sf.SoundFile | None = None
         if fmt.container is not None:
-            mp3 = {"compression_level": MP3_LEVEL, "bitrate_mode": "CONSTANT"}
-            self._file = sf.SoundFile(
-                self._sink,
-                "w",
-                rate,
-                1,
-                format=fmt.container,
-                subtype=fmt.subtype,
-                **(mp3 if fmt.container == "MP3" else {}),
-            )
+            self._file = open_writer(self._sink, fmt, rate)
             if fmt.container == "OGG":
                 _ogg_page_latency(self._file, OGG_PAGE_MS)
         head = self._sink.take()
@@ -203,10 +218,8 @@ class Encoder:
         self._samples += len(pcm)
         if self._file is None:
             self._sink.write(to_int16(pcm))
-        elif self.format.subtype == "PCM_16":  # quantized exactly as the raw ``pcm`` format
-            self._file.write(np.frombuffer(to_int16(pcm), dtype="<i2"))
         else:
-            self._file.write(np.clip(pcm, -1.0, 1.0))
+            write_samples(self._file, self.format, pcm)
         return self._sink.take()
 
     def finish(self) -> bytes:

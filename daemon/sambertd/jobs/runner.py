@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sambertd import audio, timeline
 from sambertd import subtitles as subs
-from sambertd import timeline
 from sambertd.engines import EngineError
 from sambertd.frontend import FrontendError
 from sambertd.jobs import model, segments
@@ -339,7 +339,7 @@ class Jobs:
         def render() -> segments.Segment:
             sentence = frontend.read([route.units[index]], whole=False)[0]
             pcm, timing = native_unit(route, index, sentence, 0, pause, on_unit)
-            return segments.Segment(segments.from_float(pcm), timing)
+            return segments.Segment(audio.to_int16(pcm), timing)
 
         tries = 0
         timeout = runtime.config.server.request_timeout_s

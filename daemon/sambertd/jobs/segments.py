@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import soundfile as sf
 
 from sambertd import audio
 from sambertd.audio import Format
@@ -54,10 +53,6 @@ class Segment:
         return cls(data[start + size :], timing)
 
 
-def from_float(pcm: npt.NDArray[np.float32]) -> bytes:
-    return audio.to_int16(pcm)
-
-
 def to_float(pcm: bytes) -> npt.NDArray[np.float32]:
     return (np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0).astype(np.float32)
 
@@ -71,27 +66,14 @@ class FileWriter:
         self.format = fmt
         self.samples = 0
         self._raw = None if fmt.container is not None else open(path, "wb")  # noqa: SIM115
-        self._file: sf.SoundFile | None = None
-        if fmt.container is not None:
-            mp3 = {"compression_level": audio.MP3_LEVEL, "bitrate_mode": "CONSTANT"}
-            self._file = sf.SoundFile(
-                path,
-                "w",
-                rate,
-                1,
-                format=fmt.container,
-                subtype=fmt.subtype,
-                **(mp3 if fmt.container == "MP3" else {}),
-            )
+        self._file = audio.open_writer(path, fmt, rate) if fmt.container is not None else None
 
     def write(self, pcm: npt.NDArray[np.float32]) -> None:
         self.samples += len(pcm)
         if self._raw is not None:
             self._raw.write(audio.to_int16(pcm))
-        elif self._file is not None and self.format.subtype == "PCM_16":
-            self._file.write(np.frombuffer(audio.to_int16(pcm), dtype="<i2"))
         elif self._file is not None:
-            self._file.write(np.clip(pcm, -1.0, 1.0))
+            audio.write_samples(self._file, self.format, pcm)
 
     def close(self) -> None:
         if self._raw is not None:
