@@ -51,7 +51,8 @@ def main(ctx: click.Context, config_path: str | None) -> None:
         _fail(exc)
 
 
-def _read_text(text: str | None, infile: str | None) -> str:
+def read_text(text: str | None, infile: str | None) -> str:
+    """TEXT or the file ``-i`` names ('-': stdin), exactly one of them (``synth``, ``jobs``)."""
     if (text is None) == (infile is None):
         raise click.UsageError("give the text as an argument or with -i FILE (not both)")
     if infile is not None:
@@ -138,7 +139,7 @@ def synth(
     cfg = _config(ctx)
     try:
         request = Request(
-            text=_read_text(text, infile),
+            text=read_text(text, infile),
             voice=voice,
             emotion=emotion,
             prosody=Prosody(speed=speed, pitch=pitch, volume=volume),

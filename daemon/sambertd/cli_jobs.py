@@ -134,16 +134,14 @@ def submit(
     output: str | None,
 ) -> None:
     """Submit TEXT (or -i FILE); print the job id."""
-    if (text is None) == (infile is None):
-        raise click.UsageError("give the text as an argument or with -i FILE (not both)")
+    from sambertd.cli import read_text  # (cli imports this module to add its commands)
+
+    try:
+        text = read_text(text, infile)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(exc)
     if wait and not output:
         raise click.UsageError("--wait needs -o FILE")
-    if infile is not None:
-        try:
-            with sys.stdin if infile == "-" else open(infile, encoding="utf-8-sig") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            _fail(exc)
     body: dict[str, Any] = {"text": text, "emotion": emotion, "speed": speed, "pitch": pitch}
     optional = {
         "voice": voice,
